@@ -1,0 +1,164 @@
+"""The ``caption`` stage: one JSONL record per image (or per template sample).
+
+Record: ``{"image_id", "backend", "caption", "classes"?, "notes"?}`` for a captioned image, or
+``{"image_id", "backend", "skipped": <reason>}`` for one that could not be captioned. ``classes``
+is present when the backend knows them (labels, template); the prompts stage then uses them
+instead of extracting nouns from the caption.
+
+Work is appended to a scratch file (outside DVC's declared outputs, which DVC deletes before a
+run) keyed by a fingerprint of everything that determines the captions, so a rerun after a crash
+continues where it stopped and a changed setting starts afresh. The output file is written
+atomically at the end, in index order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from glass.caption.labels import caption_from_labels
+from glass.caption.template import TemplateDistribution, sample_template_caption
+from glass.data.images import UnreadableImage, load_rgb_image
+from glass.io import ResumableJsonl, dumps_canonical, file_sha256, read_jsonl, write_jsonl
+from glass.seeding import sample_rng
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("blip2", "labels", "template", "dataset")
+
+
+def caption_fingerprint(params: dict[str, Any], seed: int, index_sha: str) -> str:
+    backend = params["backend"]
+    relevant = {"backend": backend, "settings": params.get(backend, {}), "seed": seed,
+                "min_image_side": params.get("min_image_side"), "index": index_sha}
+    return hashlib.sha256(dumps_canonical(relevant).encode()).hexdigest()[:16]
+
+
+def _skip(image_id: str, backend: str, reason: str) -> dict:
+    return {"image_id": image_id, "backend": backend, "skipped": reason}
+
+
+def caption_with_labels(records: Iterable[dict]) -> Iterator[dict]:
+    for record in records:
+        if not record["classes"]:
+            yield _skip(record["image_id"], "labels", "image has no ground-truth objects")
+            continue
+        yield {"image_id": record["image_id"], "backend": "labels",
+               "caption": caption_from_labels(record["classes"], record["instance_counts"]),
+               "classes": list(record["classes"])}
+
+
+def caption_with_dataset(records: Iterable[dict], seed: int) -> Iterator[dict]:
+    """One of the dataset's own captions per image (COCO captions), chosen by (seed, image id)."""
+    for record in records:
+        captions = [c for c in record.get("captions", []) if c.strip()]
+        if not captions:
+            yield _skip(record["image_id"], "dataset", "the dataset has no caption for this image")
+            continue
+        choice = int(sample_rng(seed, record["image_id"], "dataset-caption").integers(len(captions)))
+        yield {"image_id": record["image_id"], "backend": "dataset", "caption": captions[choice]}
+
+
+def template_sample_ids(count: int) -> list[str]:
+    return [f"template-{i:07d}" for i in range(count)]
+
+
+def caption_with_template(sample_ids: Iterable[str], distribution: TemplateDistribution,
+                          seed: int) -> Iterator[dict]:
+    for sample_id in sample_ids:
+        caption, classes = sample_template_caption(distribution, seed, sample_id)
+        yield {"image_id": sample_id, "backend": "template", "caption": caption, "classes": classes}
+
+
+def _batched(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def caption_with_blip2(records: list[dict], settings: dict[str, Any], min_side: int) -> Iterator[dict]:
+    """BLIP-2 captions; unreadable images become skips with the reason, never crashes."""
+    from glass.caption.blip2 import Blip2Captioner
+
+    captioner = Blip2Captioner(**settings)
+    for batch in _batched(records, captioner.batch_size):
+        loaded, results = [], {}
+        for record in batch:
+            try:
+                image, notes = load_rgb_image(record["file"], min_side=min_side)
+            except UnreadableImage as error:
+                log.warning("skipping %s: %s", record["image_id"], error)
+                results[record["image_id"]] = _skip(record["image_id"], "blip2", error.reason)
+                continue
+            loaded.append((record["image_id"], image, notes))
+        if loaded:
+            captions = captioner.caption_batch([image for _, image, _ in loaded])
+            for (image_id, _, notes), caption in zip(loaded, captions, strict=True):
+                result = {"image_id": image_id, "backend": "blip2", "caption": caption}
+                if notes:
+                    result["notes"] = notes
+                results[image_id] = result
+        yield from (results[record["image_id"]] for record in batch)
+
+
+def run_captioning(index_path: str | Path, stats_path: str | Path, params: dict[str, Any],
+                   seed: int, out_path: str | Path, scratch_dir: str | Path) -> dict[str, Any]:
+    backend = params["backend"]
+    if backend not in BACKENDS:
+        raise ValueError(f"caption.backend is {backend!r}; expected one of {BACKENDS}")
+    index_path = Path(index_path)
+    index = read_jsonl(index_path)
+
+    if backend == "template":
+        settings = params.get("template", {})
+        count = settings.get("num_captions") or len(index)
+        stats = json.loads(Path(stats_path).read_text())
+        distribution = TemplateDistribution.from_stats(stats, int(settings.get("max_objects", 10)))
+        all_ids = template_sample_ids(int(count))
+    else:
+        all_ids = [record["image_id"] for record in index]
+
+    fingerprint = caption_fingerprint(params, seed, file_sha256(index_path))
+    scratch_path = Path(scratch_dir) / f"captions-{backend}-{fingerprint}.jsonl"
+    with ResumableJsonl(scratch_path, key_field="image_id") as done:
+        if len(done):
+            log.info("resuming from %s: %d of %d already captioned", scratch_path, len(done), len(all_ids))
+        todo_ids = [i for i in all_ids if i not in done]
+        if backend == "template":
+            produced = caption_with_template(todo_ids, distribution, seed)
+        else:
+            todo = [record for record in index if record["image_id"] not in done]
+            if backend == "labels":
+                produced = caption_with_labels(todo)
+            elif backend == "dataset":
+                produced = caption_with_dataset(todo, seed)
+            else:
+                produced = caption_with_blip2(todo, dict(params.get("blip2", {})),
+                                              int(params.get("min_image_side", 1)))
+        progress = tqdm(total=len(all_ids), initial=len(all_ids) - len(todo_ids),
+                        desc=f"caption[{backend}]", unit="img")
+        pending: list[dict] = []
+        for result in produced:
+            pending.append(result)
+            if len(pending) >= 64:  # fsync in chunks: cheap for fast backends, safe for slow ones
+                done.append(pending)
+                progress.update(len(pending))
+                pending = []
+        done.append(pending)
+        progress.update(len(pending))
+        progress.close()
+        final = [done.records[i] for i in all_ids]
+
+    write_jsonl(out_path, final)
+    scratch_path.unlink()
+    skipped = Counter(r["skipped"] for r in final if "skipped" in r)
+    summary = {"backend": backend, "records": len(final), "captioned": len(final) - sum(skipped.values()),
+               "skipped": sum(skipped.values()), "skip_reasons": dict(skipped)}
+    log.info("captions: %s", summary)
+    return summary

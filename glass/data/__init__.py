@@ -1,0 +1,1 @@
+"""Datasets: COCO class tables, image loading and the procedural toy world."""

@@ -1,0 +1,24 @@
+"""DVC stage ``caption``: one caption record per image (glass.caption.run)."""
+
+import argparse
+
+import glass.caption.blip2  # noqa: F401  (declared as a dependency: the blip2 backend uses it)
+from glass.caption.run import run_captioning
+from glass.params import load_params
+from glass.stage_runner import run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", required=True, help="this configuration's params file")
+    parser.add_argument("--prepared", required=True, help="output folder of the prepare stage")
+    parser.add_argument("--out", required=True, help="captions JSONL to write")
+    parser.add_argument("--scratch", required=True, help="folder for resumable partial work")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    run_captioning(f"{args.prepared}/index_caption.jsonl", f"{args.prepared}/class_stats.json",
+                   params["caption"], int(params["seed"]), args.out, args.scratch)
+
+
+if __name__ == "__main__":
+    run_stage("caption", main)
