@@ -1,0 +1,23 @@
+"""Test environment: offline hubs, no analytics, NLTK data from ../shared when not set."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+_shared_nltk = REPO_ROOT.parent / "shared" / "nltk_data"
+if "NLTK_DATA" not in os.environ and _shared_nltk.is_dir():
+    os.environ["NLTK_DATA"] = str(_shared_nltk)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT

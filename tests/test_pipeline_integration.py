@@ -1,0 +1,104 @@
+"""The CPU configuration through ``dvc repro`` in a temporary copy of the repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from glass.io import read_jsonl
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.integration
+
+
+def _copy_repo(destination: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for relative in filter(None, listed):
+        source = REPO / relative
+        target = destination / relative
+        if not source.exists() and not source.is_symlink():
+            continue  # deleted in the work tree but still in the index
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+    subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
+
+
+def _dvc(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]  # stages' `python`
+    env["DVC_NO_ANALYTICS"] = "1"
+    result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=workdir,
+                            env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _set_param(workdir: Path, dotted: str, value) -> None:
+    path = workdir / "configs/cpu/params.yaml"
+    params = yaml.safe_load(path.read_text())
+    node = params
+    *parents, last = dotted.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _ran(output: str) -> set[str]:
+    return {line.split(":")[1].rstrip("':") for line in output.splitlines()
+            if line.startswith("Running stage 'configs/cpu/dvc.yaml:")}
+
+
+@pytest.fixture(scope="module")
+def cpu_repo(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("repo")
+    _copy_repo(workdir)
+    _set_param(workdir, "data.toy.train_images", 24)
+    _set_param(workdir, "data.toy.val_images", 8)
+    first = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
+    return workdir, first
+
+
+def test_cpu_graph_runs_to_prompts(cpu_repo):
+    workdir, first = cpu_repo
+    assert _ran(first.stdout) == {"prepare", "caption", "prompts"}
+    out = workdir / "data/cpu"
+    assert len(read_jsonl(out / "prepared/index_caption.jsonl")) == 24
+    assert len(read_jsonl(out / "prepared/index_eval.jsonl")) == 8
+    prompts = read_jsonl(out / "prompts.jsonl")
+    assert len(prompts) == 24
+    for record in prompts:
+        assert record["classes"], record
+        assert record["prompt"] == record["caption"] + "; " + " ".join(record["classes"])
+    assert (workdir / "configs/cpu/dvc.lock").exists() and not (workdir / "dvc.lock").exists()
+    metrics = _dvc(workdir, "metrics", "show").stdout
+    assert "data/cpu/metrics/prompts.json" in metrics
+
+
+def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_repo):
+    workdir, _ = cpu_repo
+    again = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
+    assert _ran(again.stdout) == set(), again.stdout
+    _set_param(workdir, "caption.backend", "template")
+    changed = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
+    assert _ran(changed.stdout) == {"caption", "prompts"}, changed.stdout
+    captions = read_jsonl(workdir / "data/cpu/captions.jsonl")
+    assert all(r["caption"].startswith("A high-quality image of ") for r in captions)
+    assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == set()
+
+
+def test_paper_configuration_names_the_missing_dataset(cpu_repo):
+    workdir, _ = cpu_repo
+    failed = _dvc(workdir, "repro", "prepare", check=False)
+    assert failed.returncode != 0
+    message = failed.stdout + failed.stderr
+    assert "/datasets/coco/train2017" in message and "cocodataset.org" in message
