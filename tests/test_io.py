@@ -48,3 +48,11 @@ def test_write_jsonl_round_trip(tmp_path):
     records = [{"image_id": "x", "caption": "café ☕"}, {"image_id": "y", "classes": []}]
     assert write_jsonl(tmp_path / "r.jsonl", records) == 2
     assert read_jsonl(tmp_path / "r.jsonl") == records
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+    write_json(tmp_path / "p.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o666 & ~mask
