@@ -79,3 +79,52 @@ def test_changed_settings_do_not_reuse_stale_scratch(tmp_path):
         json.dumps({"image_id": "toy-train-000000000000", "backend": "dataset", "caption": "stale"}) + "\n")
     _run(tmp_path, {"backend": "dataset"}, seed=0)
     assert all(r["caption"] != "stale" for r in read_jsonl(tmp_path / "captions.jsonl"))
+
+
+def test_blip2_backend_records_hostile_images_as_skips_and_captions_the_rest(tmp_path):
+    """Hostile inputs through the real stage code with a tiny BLIP-2 loaded by from_pretrained."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from glass.tiny.blip2 import build_tiny_blip2
+
+    model_dir = build_tiny_blip2(tmp_path / "tiny-blip2", seed=0)
+    images = tmp_path / "images"
+    images.mkdir()
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 120, 200)).save(buffer, format="JPEG")
+    good = buffer.getvalue()
+    (images / "good.jpg").write_bytes(good)
+    (images / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (images / "zero.jpg").write_bytes(b"")
+    Image.new("CMYK", (40, 30), (0, 200, 200, 0)).save(images / "cmyk.jpg")
+    Image.fromarray(np.full((40, 40), 40000, dtype=np.uint16)).save(images / "deep.png")
+    Image.new("RGBA", (40, 40), (255, 0, 0, 128)).save(images / "alpha.png")
+    Image.new("P", (40, 40), 3).save(images / "palette.png")
+    Image.new("RGB", (1, 1)).save(images / "one.png")
+    Image.new("RGB", (40, 40)).save(images / "png_named.jpg", format="PNG")
+    names = ["good.jpg", "truncated.jpg", "zero.jpg", "cmyk.jpg", "deep.png", "alpha.png",
+             "palette.png", "one.png", "png_named.jpg", "missing.jpg"]
+    index = [{"image_id": f"im-{i:02d}", "file": str(images / name), "classes": [],
+              "instance_counts": {}, "captions": []} for i, name in enumerate(names)]
+    write_jsonl(tmp_path / "index_caption.jsonl", index)
+    write_json(tmp_path / "class_stats.json", {})
+    existing = tmp_path / "captions.jsonl"
+    params = {"backend": "blip2", "min_image_side": 16,
+              "blip2": {"model": str(model_dir), "device": "cpu", "dtype": "float32",
+                        "batch_size": 4, "max_new_tokens": 5}}
+    summary = _run(tmp_path, params)
+    records = {r["image_id"]: r for r in read_jsonl(existing)}
+    by_name = {name: records[f"im-{i:02d}"] for i, name in enumerate(names)}
+    assert set(summary["skip_reasons"]) == {
+        by_name[n]["skipped"] for n in ("truncated.jpg", "zero.jpg", "one.png", "missing.jpg")}
+    assert "truncated or corrupt" in by_name["truncated.jpg"]["skipped"]
+    assert by_name["zero.jpg"]["skipped"] == "empty file (0 bytes)"
+    assert by_name["missing.jpg"]["skipped"] == "file not found"
+    assert "smaller than the minimum side" in by_name["one.png"]["skipped"]
+    for name in ("good.jpg", "cmyk.jpg", "deep.png", "alpha.png", "palette.png", "png_named.jpg"):
+        assert isinstance(by_name[name]["caption"], str) and "skipped" not in by_name[name]
+    assert "content is PNG" in by_name["png_named.jpg"]["notes"][0]
+    assert summary["captioned"] == 6 and summary["skipped"] == 4
