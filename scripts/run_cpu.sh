@@ -5,5 +5,5 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 start=$(date +%s)
 dvc repro configs/cpu/dvc.yaml "$@"
-dvc metrics show
+dvc metrics show -R data/cpu/metrics
 echo "CPU configuration reproduced in $(( $(date +%s) - start )) s; outputs in data/cpu/"
