@@ -4,6 +4,7 @@ import argparse
 
 import glass.caption.blip2  # noqa: F401  (declared as a dependency: the blip2 backend uses it)
 from glass.caption.run import run_captioning
+from glass.model_reference import model_reference
 from glass.params import load_params
 from glass.stage_runner import run_stage
 
@@ -14,10 +15,12 @@ def main() -> None:
     parser.add_argument("--prepared", required=True, help="output folder of the prepare stage")
     parser.add_argument("--out", required=True, help="captions JSONL to write")
     parser.add_argument("--scratch", required=True, help="folder for resumable partial work")
+    parser.add_argument("--blip2-model", required=True, help="models stage folder of BLIP-2")
     args = parser.parse_args()
     params = load_params(args.params)
     run_captioning(f"{args.prepared}/index_caption.jsonl", f"{args.prepared}/class_stats.json",
-                   params["caption"], int(params["seed"]), args.out, args.scratch)
+                   params["caption"], int(params["seed"]), args.out, args.scratch,
+                   blip2_model=model_reference(args.blip2_model))
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ def _index(tmp_path, n=100):
     return records
 
 
-def _run(tmp_path, params, out_name="captions.jsonl", seed=0):
+def _run(tmp_path, params, out_name="captions.jsonl", seed=0, blip2_model=None):
     return caption_run.run_captioning(tmp_path / "index_caption.jsonl", tmp_path / "class_stats.json",
-                                      params, seed, tmp_path / out_name, tmp_path / "scratch")
+                                      params, seed, tmp_path / out_name, tmp_path / "scratch",
+                                      blip2_model=blip2_model)
 
 
 @pytest.mark.parametrize("backend", ["labels", "template", "dataset"])
@@ -113,9 +114,10 @@ def test_blip2_backend_records_hostile_images_as_skips_and_captions_the_rest(tmp
     write_json(tmp_path / "class_stats.json", {})
     existing = tmp_path / "captions.jsonl"
     params = {"backend": "blip2", "min_image_side": 16,
-              "blip2": {"model": str(model_dir), "device": "cpu", "dtype": "float32",
-                        "batch_size": 4, "max_new_tokens": 5}}
-    summary = _run(tmp_path, params)
+              "blip2": {"device": "cpu", "dtype": "float32", "batch_size": 4, "max_new_tokens": 5}}
+    with pytest.raises(ValueError, match="no BLIP-2 model"):
+        _run(tmp_path, params)
+    summary = _run(tmp_path, params, blip2_model=str(model_dir))
     records = {r["image_id"]: r for r in read_jsonl(existing)}
     by_name = {name: records[f"im-{i:02d}"] for i, name in enumerate(names)}
     assert set(summary["skip_reasons"]) == {

@@ -1,5 +1,6 @@
 """The CPU configuration through ``dvc repro`` in a temporary copy of the repository."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -64,13 +65,15 @@ def cpu_repo(tmp_path_factory):
     _copy_repo(workdir)
     _set_param(workdir, "data.toy.train_images", 24)
     _set_param(workdir, "data.toy.val_images", 8)
+    _set_param(workdir, "synth.images_per_prompt", 2)
+    _set_param(workdir, "synth.shard_size", 20)
     first = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     return workdir, first
 
 
-def test_cpu_graph_runs_to_prompts(cpu_repo):
+def test_cpu_graph_runs_through_synthesis(cpu_repo):
     workdir, first = cpu_repo
-    assert _ran(first.stdout) == {"prepare", "caption", "prompts"}
+    assert _ran(first.stdout) == {"models", "prepare", "caption", "prompts", "synthesize"}
     out = workdir / "data/cpu"
     assert len(read_jsonl(out / "prepared/index_caption.jsonl")) == 24
     assert len(read_jsonl(out / "prepared/index_eval.jsonl")) == 8
@@ -80,8 +83,12 @@ def test_cpu_graph_runs_to_prompts(cpu_repo):
         assert record["classes"], record
         assert record["prompt"] == record["caption"] + "; " + " ".join(record["classes"])
     assert (workdir / "configs/cpu/dvc.lock").exists() and not (workdir / "dvc.lock").exists()
+    manifest = json.loads((out / "shards/manifest.json").read_text())
+    assert manifest["total_samples"] == 48 and manifest["total_shards"] == 3
+    for model in ("blip2", "stable_diffusion", "sam2"):
+        assert (out / "models" / model / "glass-model.json").exists()
     metrics = _dvc(workdir, "metrics", "show").stdout
-    assert "data/cpu/metrics/prompts.json" in metrics
+    assert "data/cpu/metrics/prompts.json" in metrics and "data/cpu/metrics/synthesis.json" in metrics
 
 
 def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_repo):
@@ -90,7 +97,7 @@ def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_re
     assert _ran(again.stdout) == set(), again.stdout
     _set_param(workdir, "caption.backend", "template")
     changed = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
-    assert _ran(changed.stdout) == {"caption", "prompts"}, changed.stdout
+    assert _ran(changed.stdout) == {"caption", "prompts", "synthesize"}, changed.stdout
     captions = read_jsonl(workdir / "data/cpu/captions.jsonl")
     assert all(r["caption"].startswith("A high-quality image of ") for r in captions)
     assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == set()

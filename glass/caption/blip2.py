@@ -15,18 +15,10 @@ from huggingface_hub.errors import HFValidationError
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from glass.devices import resolve_device, resolve_dtype
+
 logger = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype] = {
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
 
 
 class Blip2Captioner:
@@ -53,7 +45,7 @@ class Blip2Captioner:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model_id = str(model)
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.dtype = resolve_dtype(dtype, self.device, what="BLIP-2")
         self.batch_size = batch_size
         self.prompt = prompt or None
         self.generate_kwargs = {
@@ -104,24 +96,6 @@ class Blip2Captioner:
         if "input_ids" in inputs:
             return inputs["input_ids"].shape[1]
         return self.model.config.num_query_tokens + 1
-
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` means the first CUDA GPU when there is one, else the CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """The weight dtype; on CPU always float32, since half-precision matmuls there are slow."""
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
-    torch_dtype = DTYPES[dtype]
-    if torch.device(device).type == "cpu" and torch_dtype != torch.float32:
-        logger.info("BLIP-2 on CPU: using float32 instead of %s", dtype)
-        return torch.float32
-    return torch_dtype
 
 
 def load_blip2(

@@ -108,7 +108,12 @@ def caption_with_blip2(records: list[dict], settings: dict[str, Any], min_side: 
 
 
 def run_captioning(index_path: str | Path, stats_path: str | Path, params: dict[str, Any],
-                   seed: int, out_path: str | Path, scratch_dir: str | Path) -> dict[str, Any]:
+                   seed: int, out_path: str | Path, scratch_dir: str | Path,
+                   blip2_model: str | None = None) -> dict[str, Any]:
+    """Caption every image of the index (or ``num_captions`` template samples).
+
+    ``blip2_model`` is what ``from_pretrained`` loads (hub id or folder), needed for ``blip2``.
+    """
     backend = params["backend"]
     if backend not in BACKENDS:
         raise ValueError(f"caption.backend is {backend!r}; expected one of {BACKENDS}")
@@ -139,8 +144,10 @@ def run_captioning(index_path: str | Path, stats_path: str | Path, params: dict[
             elif backend == "dataset":
                 produced = caption_with_dataset(todo, seed)
             else:
-                produced = caption_with_blip2(todo, dict(params.get("blip2", {})),
-                                              int(params.get("min_image_side", 1)))
+                if not blip2_model:
+                    raise ValueError("caption.backend is blip2 but no BLIP-2 model was given")
+                settings = dict(params.get("blip2", {}), model=blip2_model)
+                produced = caption_with_blip2(todo, settings, int(params.get("min_image_side", 1)))
         progress = tqdm(total=len(all_ids), initial=len(all_ids) - len(todo_ids),
                         desc=f"caption[{backend}]", unit="img")
         pending: list[dict] = []

@@ -47,7 +47,8 @@ def build_generator(params: dict[str, Any]):
     elif backend == "stable_diffusion":
         from glass.synth.stable_diffusion import StableDiffusionGenerator
         generator = StableDiffusionGenerator(params["models"]["stable_diffusion"],
-                                             **params["stable_diffusion"])
+                                             **params["stable_diffusion"],
+                                             store_attention=bool(params.get("store_attention")))
     else:
         raise ValueError(f"synth.backend is {backend!r}; expected one of {BACKENDS}")
     mask_source = params.get("mask_source", "attention")

@@ -13,8 +13,8 @@ parts; that sensitivity is the ablation's point, so the settings are parameters,
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from glass.devices import resolve_device
 from glass.synth.pseudo_mask import BACKGROUND, UNSURE
 
 # sam2's SAM2AutomaticMaskGenerator defaults (sam2 1.1.0), chosen there for the Hiera-L model.
@@ -153,9 +153,3 @@ class Sam2MaskSource:
                              f"{np.shape(image)[:2]}")
         return label_sam_masks(self.sam_masks(image), attention_mask, self.min_class_overlap)
 
-
-def resolve_device(device: str) -> str:
-    """``"auto"`` means the first CUDA GPU when there is one, else the CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device

@@ -1,0 +1,34 @@
+"""Devices and weight dtypes, shared by every model wrapper."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+}
+
+
+def resolve_device(device: str) -> str:
+    """``"auto"`` means the first CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str | torch.device, *, what: str = "model") -> torch.dtype:
+    """The weight dtype; on CPU always float32, since half-precision kernels there are slow or
+    missing (the switch is logged, never silent)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    torch_dtype = DTYPES[dtype]
+    if torch.device(device).type == "cpu" and torch_dtype != torch.float32:
+        log.info("%s on CPU: using float32 instead of %s", what, dtype)
+        return torch.float32
+    return torch_dtype

@@ -1,0 +1,65 @@
+import json
+
+import pytest
+
+from glass.io import write_jsonl
+from glass.synth.run import output_settings, run_synthesize, synthesis_records
+
+PROMPTS = [
+    {"image_id": "toy-train-000000000001", "caption": "A photo of a kite.", "classes": ["kite"],
+     "prompt": "A photo of a kite.; kite"},
+    {"image_id": "toy-train-000000000002", "caption": "A field.", "classes": [], "prompt": "A field."},
+    {"image_id": "toy-train-000000000003", "skipped": "empty caption"},
+    {"image_id": "toy-train-000000000004", "caption": "Two tvs.", "classes": ["tv"],
+     "prompt": "Two tvs.; tv"},
+    {"image_id": "toy-train-000000000005", "caption": "A giraffe.", "classes": ["giraffe"],
+     "prompt": "A giraffe.; giraffe"},
+]
+
+
+def test_records_keep_every_prompt_accounted_for():
+    records, skipped = synthesis_records(PROMPTS, images_per_prompt=2, no_class_prompts="skip",
+                                         max_samples=None, seed=0)
+    assert [r["key"] for r in records] == [
+        "toy-train-000000000001-0", "toy-train-000000000001-1", "toy-train-000000000004-0",
+        "toy-train-000000000004-1", "toy-train-000000000005-0", "toy-train-000000000005-1"]
+    assert {s["reason"] for s in skipped} == {"prompt has no COCO class",
+                                              "prompts stage: empty caption"}
+    kept, _ = synthesis_records(PROMPTS, images_per_prompt=1, no_class_prompts="generate_without_mask",
+                                max_samples=None, seed=0)
+    assert "toy-train-000000000002" in [r["key"] for r in kept]
+    with pytest.raises(ValueError, match="no_class_prompts"):
+        synthesis_records(PROMPTS, images_per_prompt=1, no_class_prompts="drop", max_samples=None, seed=0)
+
+
+def test_max_samples_is_a_seeded_subset_in_key_order():
+    prompts = [{"image_id": f"p{i:03d}", "caption": "c", "classes": ["kite"], "prompt": "c; kite"}
+               for i in range(50)]
+    a, _ = synthesis_records(prompts, images_per_prompt=1, no_class_prompts="skip", max_samples=10, seed=1)
+    b, _ = synthesis_records(prompts[::-1], images_per_prompt=1, no_class_prompts="skip", max_samples=10, seed=1)
+    assert a == b and len(a) == 10 and [r["key"] for r in a] == sorted(r["key"] for r in a)
+
+
+def test_speed_settings_do_not_enter_fingerprints():
+    assert output_settings({"batch_size": 8, "num_workers": 2, "shard_size": 4}) == {"shard_size": 4}
+
+
+def test_run_synthesize_writes_shards_manifest_metrics_and_grid(tmp_path):
+    write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
+    synth = {"backend": "toy", "mask_source": "attention", "no_class_prompts": "skip",
+             "images_per_prompt": 1, "max_samples": None, "shard_size": 2, "batch_size": 2,
+             "num_workers": 0, "jpeg_quality": 90, "store_attention": False,
+             "toy": {"image_size": 48, "unsure_band": 1}}
+    metrics = run_synthesize(tmp_path / "prompts.jsonl", synth, {}, 0, tmp_path / "shards",
+                             tmp_path / "scratch", tmp_path / "metrics.json", tmp_path / "grid.png")
+    names = sorted(p.name for p in (tmp_path / "shards").iterdir())
+    # 3 prompts reach the generator (one is refused: no toy shape for giraffe) → 2 shards of 2 keys
+    assert names == ["manifest.json", "shard-000000.json", "shard-000000.tar",
+                     "shard-000001.json", "shard-000001.tar", "skipped_prompts.jsonl"]
+    assert metrics["samples"] == 2 and metrics["prompts"] == 5
+    assert metrics["skipped_before_generation"] == 2 and metrics["skipped_by_generator"] == 1
+    assert metrics["samples_with_mask"] == 2 and 0 < metrics["mean_unsure_fraction"] < 0.3
+    assert metrics["share_prompt_classes_found"] == 1.0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    assert list((tmp_path / "scratch").iterdir()) == []  # scratch emptied once complete
