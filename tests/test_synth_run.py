@@ -56,7 +56,7 @@ def test_run_synthesize_writes_shards_manifest_metrics_and_grid(tmp_path):
     # 3 prompts reach the generator (one is refused: no toy shape for giraffe) → 2 shards of 2 keys
     assert names == ["manifest.json", "shard-000000.json", "shard-000000.tar",
                      "shard-000001.json", "shard-000001.tar", "skipped_prompts.jsonl"]
-    assert metrics["samples"] == 2 and metrics["prompts"] == 5
+    assert metrics["samples"] == 2 and metrics["prompts"] == 5 and metrics["requested_samples"] == 3
     assert metrics["skipped_before_generation"] == 2 and metrics["skipped_by_generator"] == 1
     assert metrics["samples_with_mask"] == 2 and 0 < metrics["mean_unsure_fraction"] < 0.3
     assert metrics["share_prompt_classes_found"] == 1.0

@@ -78,21 +78,23 @@ def settings_fingerprint(synth: dict[str, Any], models: dict[str, str], seed: in
 
 
 def _iter_shard_samples(shard_dir: Path):
-    """(key, {extension: bytes}) for every sample of every shard, in shard order."""
-    for tar_path in sorted(shard_dir.glob("shard-*.tar")):
+    """(shard index, key, {extension: bytes}) for every sample of every shard, in shard order."""
+    for index, tar_path in enumerate(sorted(shard_dir.glob("shard-*.tar"))):
         grouped: dict[str, dict[str, bytes]] = {}
         with tarfile.open(tar_path) as tar:
             for member in tar.getmembers():
                 key, _, extension = member.name.partition(".")
                 grouped.setdefault(key, {})[extension] = tar.extractfile(member).read()
-        yield from grouped.items()
+        for key, members in grouped.items():
+            yield index, key, members
 
 
 def mask_statistics(shard_dir: Path, grid_path: Path | None, grid_rows: int = 8) -> dict[str, Any]:
-    """Label-map statistics over all samples (and the first samples as an image grid)."""
+    """Label-map statistics over all samples, and an image grid of the first sample of each shard
+    (then the next ones) so that the grid spreads over the dataset."""
     unsure, background, labelled_classes, classes_per_sample = [], [], [], []
-    without_mask, rows = 0, []
-    for key, members in _iter_shard_samples(shard_dir):
+    without_mask, rows, grid_shards = 0, [], set()
+    for shard_index, key, members in _iter_shard_samples(shard_dir):
         if "mask.png" not in members:
             without_mask += 1
             continue
@@ -103,7 +105,8 @@ def mask_statistics(shard_dir: Path, grid_path: Path | None, grid_rows: int = 8)
         labelled_classes.append(len(present))
         meta = json.loads(members["json"])
         classes_per_sample.append(len(meta.get("classes", [])))
-        if grid_path is not None and len(rows) < grid_rows:
+        if grid_path is not None and len(rows) < grid_rows and shard_index not in grid_shards:
+            grid_shards.add(shard_index)
             rows.append([np.asarray(Image.open(io.BytesIO(members["jpg"])).convert("RGB")), mask])
     if grid_path is not None and rows:
         save_grid(grid_path, rows)
@@ -130,8 +133,9 @@ def run_synthesize(prompts_path: str | Path, synth: dict[str, Any], models: dict
                    seed: int, out_dir: str | Path, scratch_root: str | Path,
                    metrics_path: str | Path, grid_path: str | Path) -> dict[str, Any]:
     prompts_path, out_dir = Path(prompts_path), Path(out_dir)
+    prompt_records = read_jsonl(prompts_path)
     records, skipped = synthesis_records(
-        read_jsonl(prompts_path), images_per_prompt=int(synth.get("images_per_prompt", 1)),
+        prompt_records, images_per_prompt=int(synth.get("images_per_prompt", 1)),
         no_class_prompts=synth.get("no_class_prompts", "skip"),
         max_samples=synth.get("max_samples"), seed=seed)
     if not records:
@@ -154,7 +158,8 @@ def run_synthesize(prompts_path: str | Path, synth: dict[str, Any], models: dict
                               for shard in manifest["shards"] for s in shard["skipped"])
     upstream_skips = Counter(s["reason"] for s in skipped)
     stats = mask_statistics(out_dir, Path(grid_path))
-    metrics = {"prompts": len(records) + len(skipped), "samples": manifest["total_samples"],
+    metrics = {"prompts": len(prompt_records), "requested_samples": len(records),
+               "samples": manifest["total_samples"],
                "skipped_before_generation": len(skipped),
                "skipped_by_generator": sum(generator_skips.values()),
                "shards": len(manifest["shards"]), **stats,
