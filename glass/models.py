@@ -27,13 +27,16 @@ from typing import Any
 from glass.io import write_json
 from glass.model_reference import REFERENCE_FILE
 from glass.tiny.blip2 import build_tiny_blip2
+from glass.tiny.dinov2 import build_tiny_dinov2
 from glass.tiny.sam2 import build_tiny_sam2
 from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
 
 TINY_BUILDERS: dict[str, Callable[..., Path]] = {
     "blip2": build_tiny_blip2,
-    "stable_diffusion": build_tiny_stable_diffusion,
+    "stable_diffusion": build_tiny_stable_diffusion,   # the generator (synthesize)
     "sam2": build_tiny_sam2,
+    "dinov2": build_tiny_dinov2,                       # GLASS's frozen encoder
+    "decoder": build_tiny_stable_diffusion,            # GLASS's image decoder (its UNet)
 }
 
 

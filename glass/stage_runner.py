@@ -14,6 +14,8 @@ USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError)
 def setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("GLASS_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # accelerate logs every file of every checkpoint at INFO; keep its warnings only
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:

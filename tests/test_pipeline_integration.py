@@ -67,13 +67,18 @@ def cpu_repo(tmp_path_factory):
     _set_param(workdir, "data.toy.val_images", 8)
     _set_param(workdir, "synth.images_per_prompt", 2)
     _set_param(workdir, "synth.shard_size", 20)
+    _set_param(workdir, "train.phase1.steps", 4)
+    _set_param(workdir, "train.phase2.steps", 2)
+    _set_param(workdir, "train.data.batch_size", 4)
+    _set_param(workdir, "train.logging.checkpoint_every", 2)
     first = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     return workdir, first
 
 
 def test_cpu_graph_runs_through_synthesis(cpu_repo):
     workdir, first = cpu_repo
-    assert _ran(first.stdout) == {"models", "prepare", "caption", "prompts", "synthesize"}
+    assert _ran(first.stdout) == {"models", "prepare", "caption", "prompts", "synthesize",
+                                  "train_phase1", "train_phase2"}
     out = workdir / "data/cpu"
     assert len(read_jsonl(out / "prepared/index_caption.jsonl")) == 24
     assert len(read_jsonl(out / "prepared/index_eval.jsonl")) == 8
@@ -87,6 +92,9 @@ def test_cpu_graph_runs_through_synthesis(cpu_repo):
     assert manifest["total_samples"] == 48 and manifest["total_shards"] == 3
     for model in ("blip2", "stable_diffusion", "sam2"):
         assert (out / "models" / model / "glass-model.json").exists()
+    for phase in (1, 2):
+        assert (out / f"train/phase{phase}/model/slot_attention/config.json").exists()
+    assert (out / "train/phase2/model/unet/config.json").exists()
     metrics = _dvc(workdir, "metrics", "show").stdout
     assert "data/cpu/metrics/prompts.json" in metrics and "data/cpu/metrics/synthesis.json" in metrics
 
@@ -95,9 +103,12 @@ def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_re
     workdir, _ = cpu_repo
     again = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     assert _ran(again.stdout) == set(), again.stdout
+    _set_param(workdir, "train.phase2.steps", 3)
+    assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == {"train_phase2"}
     _set_param(workdir, "caption.backend", "template")
     changed = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
-    assert _ran(changed.stdout) == {"caption", "prompts", "synthesize"}, changed.stdout
+    assert _ran(changed.stdout) == {"caption", "prompts", "synthesize", "train_phase1",
+                                    "train_phase2"}, changed.stdout
     captions = read_jsonl(workdir / "data/cpu/captions.jsonl")
     assert all(r["caption"].startswith("A high-quality image of ") for r in captions)
     assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == set()

@@ -1,0 +1,144 @@
+"""The diffusion decoder: image reconstruction through Stable Diffusion (paper Sec. 4 Eq. 3 L_Recon;
+supplement Sec. 2; glass-facts "Model").
+
+Like LSD, GLASS conditions SD 2.1's UNet on the slots: the projected slots (B, 7, 1024) replace the
+77 text tokens as ``encoder_hidden_states``. Images (256×256 in LSD/GLASS → 32×32 latents) are
+encoded by the frozen VAE; the loss is the MSE in latent space between the UNet's prediction and
+the target the scheduler's ``prediction_type`` asks for ("epsilon": the noise, "v_prediction":
+``scheduler.get_velocity``, "sample": the clean latents), at uniformly random timesteps.
+
+The VAE is always frozen. The UNet is left as loaded (trainable): in phase 1 the trainer freezes
+it and the slots are trained THROUGH it; in phase 2 it is fine-tuned (paper Sec. 4).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.utils.torch_utils import randn_tensor
+from torch import nn
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+class DiffusionDecoder(nn.Module):
+    """``unet``, ``vae`` (frozen here) and ``noise_scheduler`` of a Stable Diffusion model;
+    ``image_size``: side the images are resized to before VAE encoding (paper: 256)."""
+
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL,
+                 noise_scheduler: DDPMScheduler, image_size: int) -> None:
+        super().__init__()
+        self.unet = unet
+        self.vae = vae
+        self.noise_scheduler = noise_scheduler
+        self.image_size = image_size
+        check_image_size(image_size, vae, unet)
+        self.vae.requires_grad_(False)
+        self.vae.eval()
+
+    @classmethod
+    def from_pretrained(cls, model: str, image_size: int,
+                        vae_dtype: torch.dtype | None = None) -> DiffusionDecoder:
+        """Load ``unet``, ``vae`` and a ``DDPMScheduler`` (training noise schedule; the
+        checkpoint's betas and prediction type) from a diffusers SD folder or hub id. The UNet is
+        loaded in float32 (it is trained in phase 2); ``vae_dtype`` may be half precision."""
+        try:
+            unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+            vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=vae_dtype)
+            noise_scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
+        except (OSError, ValueError) as error:
+            raise RuntimeError(
+                f"Stable Diffusion model {model!r} could not be loaded for the diffusion decoder "
+                f"({type(error).__name__}: {error}). It is neither a complete local folder nor in "
+                "the Hugging Face cache, and this run cannot download it (HF_HUB_OFFLINE). Fix: on "
+                f"a machine with internet run `huggingface-cli download {model}` (then copy the "
+                "cache or the folder here), or set the decoder model to a local folder; for CPU "
+                "tests build the random-weight tiny model with "
+                "`python -m glass.tiny.stable_diffusion OUT_DIR`.") from error
+        return cls(unet, vae, noise_scheduler, image_size)
+
+    def train(self, mode: bool = True) -> DiffusionDecoder:
+        """Whatever the parent does, the frozen VAE stays in eval mode."""
+        super().train(mode)
+        self.vae.eval()
+        return self
+
+    @property
+    def conditioning_dim(self) -> int:
+        """Width of the conditioning tokens the UNet cross-attends to (1024 for SD 2.1)."""
+        return self.unet.config.cross_attention_dim
+
+    @property
+    def prediction_type(self) -> str:
+        return self.noise_scheduler.config.prediction_type
+
+    @torch.no_grad()
+    def encode_latents(self, images: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """``images`` (B, 3, H, W) in [0, 1] → scaled VAE latents (float32), sampled from the
+        latent distribution as in SD fine-tuning."""
+        pixels = images.float()
+        if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size),
+                                   mode="bilinear", antialias=True, align_corners=False)
+        pixels = (pixels * 2.0 - 1.0).to(self.vae.dtype)
+        latents = self.vae.encode(pixels).latent_dist.sample(generator=generator).float()
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        return (latents - shift) * self.vae.config.scaling_factor
+
+    def loss_target(self, latents: torch.Tensor, noise: torch.Tensor,
+                    timesteps: torch.Tensor) -> torch.Tensor:
+        """What the UNet is trained to predict, by the scheduler's prediction type."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        if self.prediction_type == "sample":
+            return latents
+        raise ValueError(f"unknown scheduler prediction_type {self.prediction_type!r}; "
+                         f"expected one of {PREDICTION_TYPES}")
+
+    def loss(self, images: torch.Tensor, conditioning: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        """Latent-space denoising MSE of ``images`` (B, 3, H, W) in [0, 1] given the slot
+        ``conditioning`` (B, K, conditioning_dim). Timesteps, noise and the VAE latent sample come
+        from ``generator``. Gradients flow to ``conditioning`` (and to the UNet if trainable)."""
+        if conditioning.ndim != 3 or conditioning.shape[-1] != self.conditioning_dim:
+            raise ValueError(
+                f"conditioning of shape {tuple(conditioning.shape)} does not fit the UNet: "
+                f"expected (B, K, {self.conditioning_dim}) (unet cross_attention_dim); set the "
+                f"slot attention output_dim to {self.conditioning_dim}")
+        if conditioning.shape[0] != images.shape[0]:
+            raise ValueError(f"{images.shape[0]} images but {conditioning.shape[0]} conditionings")
+        latents = self.encode_latents(images, generator=generator)
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device,
+                             dtype=latents.dtype)
+        timesteps = random_timesteps(latents.shape[0],
+                                     self.noise_scheduler.config.num_train_timesteps,
+                                     generator, latents.device)
+        noisy_latents = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        unet_dtype = self.unet.dtype
+        prediction = self.unet(noisy_latents.to(unet_dtype), timesteps,
+                               encoder_hidden_states=conditioning.to(unet_dtype)).sample
+        target = self.loss_target(latents, noise, timesteps)
+        return F.mse_loss(prediction.float(), target.float())
+
+
+def random_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator | None,
+                     device: torch.device) -> torch.Tensor:
+    """Uniform integer timesteps in [0, num_train_timesteps), drawn on the generator's device."""
+    draw_device = generator.device if generator is not None else device
+    timesteps = torch.randint(0, num_train_timesteps, (batch,), generator=generator,
+                              device=draw_device)
+    return timesteps.to(device)
+
+
+def check_image_size(image_size: int, vae: AutoencoderKL, unet: UNet2DConditionModel) -> None:
+    """The image must map to a latent the UNet can down-sample to its lowest level."""
+    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
+    if image_size % (vae_factor * unet_factor):
+        raise ValueError(f"decoder image_size {image_size} must be a multiple of "
+                         f"{vae_factor * unet_factor} (VAE factor {vae_factor} × UNet factor "
+                         f"{unet_factor})")

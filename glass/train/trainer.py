@@ -1,0 +1,267 @@
+"""Two-phase GLASS training with accelerate (paper Sec. 4; supplement Sec. 2, Table 10).
+
+Phase 1 trains slot attention and the MLP decoder (Adam, constant lr 2e-5) with the SD UNet frozen
+— gradients still flow through it into the slots. Phase 2 fine-tunes the UNet (lr 4e-5) while
+slot attention and the MLP decoder continue at 1e-8. Loss L = L_recon + λs·L_semantic + λi·L_instance.
+
+A run resumes from its newest complete checkpoint (model, optimizer, step counter and data stream
+position), every loss term is logged with DVCLive, an image grid (image, pseudo mask, slot masks)
+is written periodically, a non-finite loss stops the run naming the step and the batch's sample
+keys with the last good checkpoint intact, and out-of-memory errors name the params to lower.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from glass.io import write_json
+from glass.model.diffusion_decoder import DiffusionDecoder
+from glass.model.encoder import FrozenDinov2Encoder
+from glass.model.glass import GlassModel, LossWeights
+from glass.model.mlp_decoder import MLPDecoder
+from glass.model.slot_attention import SlotAttention
+from glass.seeding import sample_seed
+from glass.train.checkpoints import latest_checkpoint, save_checkpoint
+from glass.train.data import infinite_batches
+from glass.train.feature_cache import FeatureCache
+from glass.viz import save_grid
+
+log = logging.getLogger(__name__)
+
+PHASES = (1, 2)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised when a loss term is NaN or infinite; the message names the step and samples."""
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint must restore besides model and optimizer: the step counter and the
+    position in the data stream (registered with accelerate for save_state/load_state)."""
+
+    step: int = 0
+    data: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "data": self.data}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.data = state["data"]
+
+
+def build_model(train: dict[str, Any], refs: dict[str, str], phase: int,
+                init_dir: Path | None) -> GlassModel:
+    """Phase 1 starts slot attention and the MLP decoder from scratch (seeded); phase 2 loads them,
+    and the UNet, from phase 1's output folder."""
+    model_params = train["model"]
+    encoder = FrozenDinov2Encoder(refs["encoder"], image_size=int(model_params["encoder_image_size"]))
+    decoder_source = refs["stable_diffusion"]
+    decoder = DiffusionDecoder.from_pretrained(decoder_source,
+                                               image_size=int(model_params["decoder_image_size"]))
+    if phase == 1:
+        torch.manual_seed(int(train["seed"]))
+        slot_attention = SlotAttention(
+            input_dim=encoder.feature_dim, grid_size=list(encoder.grid_size),
+            num_slots=int(model_params["num_slots"]), num_iterations=int(model_params["num_iterations"]),
+            slot_size=int(model_params["slot_size"]), mlp_hidden_size=int(model_params["mlp_hidden_size"]),
+            output_dim=decoder.conditioning_dim)
+        mlp_decoder = MLPDecoder(
+            slot_size=int(model_params["slot_size"]), feature_dim=encoder.feature_dim,
+            num_tokens=int(np.prod(encoder.grid_size)),
+            hidden_size=int(model_params["mlp_decoder_hidden_size"]),
+            num_layers=int(model_params["mlp_decoder_layers"]))
+    else:
+        if init_dir is None:
+            raise ValueError("phase 2 needs phase 1's output folder")
+        slot_attention = SlotAttention.from_pretrained(init_dir / "slot_attention")
+        mlp_decoder = MLPDecoder.from_pretrained(init_dir / "mlp_decoder")
+    return GlassModel(encoder, slot_attention, mlp_decoder, decoder)
+
+
+def parameter_groups(model: GlassModel, phase: int, phase_params: dict[str, Any]) -> list[dict]:
+    """Phase 1: slot attention + MLP decoder at lr, UNet frozen. Phase 2: UNet at unet_lr, slot
+    attention + MLP decoder at slot_lr (paper: 4e-5 and 1e-8)."""
+    slots = list(model.slot_attention.parameters()) + list(model.mlp_decoder.parameters())
+    unet = list(model.decoder.unet.parameters())
+    if phase == 1:
+        for parameter in unet:
+            parameter.requires_grad_(False)
+        return [{"params": slots, "lr": float(phase_params["lr"]), "name": "slots"}]
+    for parameter in unet:
+        parameter.requires_grad_(True)
+    return [{"params": slots, "lr": float(phase_params["slot_lr"]), "name": "slots"},
+            {"params": unet, "lr": float(phase_params["unet_lr"]), "name": "unet"}]
+
+
+def slot_mask_grid_rows(batch: dict, attention: torch.Tensor, grid_size: tuple[int, int],
+                        rows: int = 4) -> list[list[np.ndarray]]:
+    """(image, pseudo mask, argmax slot mask) for the first ``rows`` samples."""
+    images = batch["image"][:rows].detach().float().cpu()
+    size = images.shape[-2:]
+    maps = attention[:rows].detach().float().cpu().reshape(-1, attention.shape[1], *grid_size)
+    slots = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).argmax(dim=1) + 1
+    out = []
+    for i in range(images.shape[0]):
+        image = (images[i].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+        out.append([image, batch["pseudo_mask"][i].cpu().numpy(), slots[i].numpy().astype(np.int64)])
+    return out
+
+
+def out_of_memory_advice(error: BaseException) -> str:
+    return (f"out of memory ({error}). Lower train.data.batch_size and raise "
+            "train.optim.gradient_accumulation_steps to keep the effective batch, use "
+            "train.optim.mixed_precision fp16/bf16, or lower train.model.encoder_image_size / "
+            "decoder_image_size.")
+
+
+def check_finite(terms: dict[str, torch.Tensor], step: int, keys: list[str]) -> None:
+    bad = {name: float(value) for name, value in terms.items() if not torch.isfinite(value).all()}
+    if bad:
+        shown = ", ".join(keys[:16]) + (" …" if len(keys) > 16 else "")
+        raise NonFiniteLoss(f"non-finite loss at step {step}: {bad}; batch samples: {shown}. The "
+                            "last good checkpoint is intact; lower the learning rate or check "
+                            "these samples")
+
+
+def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dict[str, str],
+                         train: dict[str, Any]) -> None:
+    """from_pretrained-loadable modules plus a reference file for the frozen parts."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.slot_attention.save_pretrained(out_dir / "slot_attention")
+    model.mlp_decoder.save_pretrained(out_dir / "mlp_decoder")
+    if phase == 2:
+        model.decoder.unet.save_pretrained(out_dir / "unet")
+    write_json(out_dir / "glass.json", {
+        "phase": phase, "encoder": refs["encoder"], "stable_diffusion": refs["stable_diffusion"],
+        "unet": "unet" if phase == 2 else None,
+        "encoder_image_size": int(train["model"]["encoder_image_size"]),
+        "decoder_image_size": int(train["model"]["decoder_image_size"])})
+
+
+def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_dir: str | Path,
+                out_dir: str | Path, scratch_dir: str | Path, live_dir: str | Path,
+                init_dir: str | Path | None = None,
+                cache_dir: str | Path | None = None) -> dict[str, float]:
+    """Run one phase to ``train.phase<phase>.steps``; resumes from ``scratch_dir/checkpoints``.
+
+    ``cache_dir`` holds the encoder feature cache (shared by both phases) when
+    ``train.data.feature_cache`` is on.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase must be 1 or 2, got {phase}")
+    from dvclive import Live  # imported here: it pulls in DVC's repo machinery
+
+    phase_params = train[f"phase{phase}"]
+    optim, data, logging_params = train["optim"], train["data"], train["logging"]
+    total_steps = int(phase_params["steps"])
+    scratch_dir, out_dir = Path(scratch_dir), Path(out_dir)
+    accelerator = Accelerator(mixed_precision=optim["mixed_precision"] if torch.cuda.is_available()
+                              else "no",
+                              gradient_accumulation_steps=int(optim["gradient_accumulation_steps"]))
+    model = build_model(train, refs, phase, Path(init_dir) if init_dir else None)
+    optimizer = torch.optim.Adam(parameter_groups(model, phase, phase_params))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    checkpoint_dir = scratch_dir / "checkpoints"
+    resumed = latest_checkpoint(checkpoint_dir)
+    if resumed is not None:
+        accelerator.load_state(str(resumed[1]))
+        log.info("phase %d: resumed from %s at step %d", phase, resumed[1], state.step)
+
+    weights = LossWeights(recon=float(train["loss"]["recon"]), semantic=float(train["loss"]["semantic"]),
+                          instance=float(train["loss"]["instance"]))
+    unwrapped = accelerator.unwrap_model(model)
+    cache = None
+    if data.get("feature_cache"):
+        if cache_dir is None:
+            raise ValueError("train.data.feature_cache is on but no cache folder was given")
+        fingerprint = f"{refs['encoder']}|{train['model']['encoder_image_size']}"
+        cache = FeatureCache(cache_dir, fingerprint)
+    stream = infinite_batches(
+        shard_dir, image_size=int(train["model"]["encoder_image_size"]),
+        mask_size=int(data["mask_size"]), batch_size=int(data["batch_size"]),
+        num_workers=int(data["num_workers"]), seed=int(train["seed"]) + phase,
+        process_index=accelerator.process_index, num_processes=accelerator.num_processes,
+        flip=bool(data["flip"]), on_corrupt=data["on_corrupt"])
+    if state.data is not None:
+        stream.load_state_dict(state.data)
+    generator = torch.Generator()
+
+    live = Live(dir=str(live_dir), resume=resumed is not None, save_dvc_exp=False,
+                dvcyaml=False, report=None)
+    progress = tqdm(total=total_steps, initial=state.step, desc=f"train phase {phase}",
+                    disable=not accelerator.is_main_process)
+    last_terms: dict[str, float] = {}
+    model.train()
+    try:
+        while state.step < total_steps:
+            batch = next(stream)
+            # noise for this step from (seed, phase, step) alone, so a resumed run draws exactly
+            # what an uninterrupted one would
+            generator.manual_seed(sample_seed(int(train["seed"]), f"phase{phase}-step{state.step}",
+                                              f"train-rank{accelerator.process_index}"))
+            with accelerator.accumulate(model):
+                features = cache.get(batch["key"], flipped=batch["flipped"]) if cache else None
+                if features is not None:
+                    features = features.to(accelerator.device, torch.float32)
+                output = model(batch["image"].to(accelerator.device),
+                               batch["pseudo_mask"].to(accelerator.device), weights,
+                               features=features, generator=generator)
+                if cache is not None and features is None:
+                    cache.put(batch["key"], output.features.detach().float().cpu(),
+                              flipped=batch["flipped"])
+                check_finite(output.terms, state.step, batch["key"])
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and optim.get("max_grad_norm"):
+                    accelerator.clip_grad_norm_(
+                        [p for group in optimizer.param_groups for p in group["params"]],
+                        float(optim["max_grad_norm"]))
+                optimizer.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            state.step += 1
+            state.data = stream.state_dict()
+            progress.update(1)
+            last_terms = {name: float(value) for name, value in output.terms.items()}
+            if state.step % int(logging_params["log_every"]) == 0 or state.step == total_steps:
+                live.step = state.step  # DVCLive's x axis is the optimisation step
+                for name, value in last_terms.items():
+                    live.log_metric(f"phase{phase}/{name}", value)
+                live.next_step()
+            if accelerator.is_main_process and state.step % int(logging_params["grid_every"]) == 0:
+                rows = slot_mask_grid_rows(batch, output.slot_attention, unwrapped.encoder.grid_size)
+                save_grid(Path(live_dir) / "plots" / "images" / f"phase{phase}_step{state.step:07d}.png",
+                          rows)
+            if state.step % int(logging_params["checkpoint_every"]) == 0 or state.step == total_steps:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(checkpoint_dir, state.step, lambda d: accelerator.save_state(str(d)),
+                                    int(logging_params["checkpoint_limit"]))
+    except torch.OutOfMemoryError as error:
+        raise RuntimeError(out_of_memory_advice(error)) from error
+    finally:
+        progress.close()
+        live.end()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_trained_modules(accelerator.unwrap_model(model), out_dir, phase, refs, train)
+    if not last_terms:
+        # already complete at the last checkpoint: report the checkpoint's own values
+        last_terms = {"step": float(state.step)}
+    return dict(last_terms, step=float(state.step))

@@ -1,0 +1,159 @@
+"""Two-phase training on tiny models: resume, phases, failure behaviour, saved modules."""
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from glass.model.mlp_decoder import MLPDecoder
+from glass.model.slot_attention import SlotAttention
+from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
+from glass.tiny.dinov2 import build_tiny_dinov2
+from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
+from glass.train import trainer
+from glass.train.checkpoints import latest_checkpoint
+
+TRAIN = {
+    "seed": 0,
+    "model": {"encoder_image_size": 64, "decoder_image_size": 64, "num_slots": 4,
+              "num_iterations": 2, "slot_size": 32, "mlp_hidden_size": 32,
+              "mlp_decoder_hidden_size": 32, "mlp_decoder_layers": 3},
+    "loss": {"recon": 1.0, "semantic": 0.7, "instance": 0.9},
+    "data": {"batch_size": 4, "num_workers": 0, "mask_size": 32, "flip": True,
+             "feature_cache": False, "on_corrupt": "raise"},
+    "optim": {"mixed_precision": "fp16", "gradient_accumulation_steps": 1, "max_grad_norm": 1.0},
+    "logging": {"log_every": 2, "grid_every": 3, "checkpoint_every": 2, "checkpoint_limit": 2},
+    "phase1": {"steps": 6, "lr": 1e-3},
+    "phase2": {"steps": 2, "unet_lr": 4e-5, "slot_lr": 1e-8},
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    records = [{"key": f"toy-{i:04d}", "prompt": "p", "caption": "c",
+                "classes": [["kite", "tv"], ["pizza"], ["donut", "donut"]][i % 3]} for i in range(12)]
+    run_sharded_synthesis(records, GeneratorSpec("toy", {"backend": "toy",
+                                                         "toy": {"image_size": 64}}),
+                          root / "shards", shard_size=5, seed=0, batch_size=4, num_workers=0,
+                          jpeg_quality=90, store_attention=False, progress=False)
+    refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")),
+            "stable_diffusion": str(build_tiny_stable_diffusion(root / "sd"))}
+    return root, refs
+
+
+def _train(root, refs, name, phase=1, train=TRAIN, init=None, cache=None):
+    base = root / name
+    return trainer.train_phase(phase, copy.deepcopy(train), refs, root / "shards", base / "model",
+                               base / "scratch", base / "live", init_dir=init, cache_dir=cache)
+
+
+def test_phase_one_then_two_save_from_pretrained_loadable_modules(setup):
+    root, refs = setup
+    terms = _train(root, refs, "p1")
+    assert terms["step"] == 6 and all(torch.isfinite(torch.tensor(v)) for v in terms.values())
+    p1 = root / "p1" / "model"
+    slots = SlotAttention.from_pretrained(p1 / "slot_attention")
+    assert slots.config.num_slots == 4
+    MLPDecoder.from_pretrained(p1 / "mlp_decoder")
+    assert not (p1 / "unet").exists()  # phase 1 leaves the UNet as it was
+    assert (root / "p1" / "live" / "plots" / "images" / "phase1_step0000003.png").exists()
+    assert (root / "p1" / "live" / "plots" / "metrics" / "phase1" / "semantic.tsv").exists()
+
+    _train(root, refs, "p2", phase=2, init=p1)
+    from diffusers import UNet2DConditionModel
+    unet = UNet2DConditionModel.from_pretrained(root / "p2" / "model" / "unet")
+    original = UNet2DConditionModel.from_pretrained(refs["stable_diffusion"], subfolder="unet")
+    changed = any(not torch.equal(a, b) for a, b in zip(unet.state_dict().values(),
+                                                        original.state_dict().values()))
+    assert changed  # phase 2 fine-tunes the UNet
+    # slot attention moves only at lr 1e-8 in phase 2
+    before = load_file(p1 / "slot_attention" / "diffusion_pytorch_model.safetensors")
+    after = load_file(root / "p2" / "model" / "slot_attention" / "diffusion_pytorch_model.safetensors")
+    assert max(float((before[k] - after[k]).abs().max()) for k in before) < 1e-5
+
+
+def test_phase_learning_rates_and_frozen_unet(setup):
+    root, refs = setup
+    model = trainer.build_model(copy.deepcopy(TRAIN), refs, 1, None)
+    groups = trainer.parameter_groups(model, 1, TRAIN["phase1"])
+    assert [g["lr"] for g in groups] == [1e-3]
+    assert not any(p.requires_grad for p in model.decoder.unet.parameters())
+    groups = trainer.parameter_groups(model, 2, TRAIN["phase2"])
+    assert {g["name"]: g["lr"] for g in groups} == {"slots": 1e-8, "unet": 4e-5}
+    assert all(p.requires_grad for p in model.decoder.unet.parameters())
+
+
+_RUN = """
+import copy, logging, sys
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, {tests!r})
+from test_trainer import TRAIN
+from glass.train import trainer
+train = copy.deepcopy(TRAIN)
+train["phase1"]["steps"] = 10
+trainer.train_phase(1, train, {refs!r}, {shards!r}, {out!r}, {scratch!r}, {live!r})
+"""
+
+
+def _run_script(root, refs, name):
+    base = root / name
+    return _RUN.format(tests=str(Path(__file__).parent), refs=refs, shards=str(root / "shards"),
+                       out=str(base / "model"), scratch=str(base / "scratch"), live=str(base / "live"))
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_with_the_same_result(setup):
+    root, refs = setup
+    subprocess.run([sys.executable, "-c", _run_script(root, refs, "straight")], check=True)
+    process = subprocess.Popen([sys.executable, "-c", _run_script(root, refs, "killed")])
+    checkpoints = root / "killed" / "scratch" / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and (latest_checkpoint(checkpoints) or (0,))[0] < 4:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    step, _ = latest_checkpoint(checkpoints)
+    assert 4 <= step < 10, "the run should have been killed between checkpoints"
+    assert not (root / "killed" / "model").exists()
+    resumed = subprocess.run([sys.executable, "-c", _run_script(root, refs, "killed")],
+                             capture_output=True, text=True, check=True)
+    assert "resumed from" in resumed.stderr and f"at step {step}" in resumed.stderr
+    for module in ("slot_attention", "mlp_decoder"):
+        a = load_file(root / "straight" / "model" / module / "diffusion_pytorch_model.safetensors")
+        b = load_file(root / "killed" / "model" / module / "diffusion_pytorch_model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{module} differs after resume"
+    # optimizer state came back too: Adam's step counter continued from the checkpoint
+    final = torch.load(latest_checkpoint(checkpoints)[1] / "optimizer.bin", weights_only=False)
+    assert max(int(s["step"]) for s in final["state"].values()) == 10
+
+
+def test_a_non_finite_loss_names_step_and_samples_and_keeps_the_checkpoint(setup, monkeypatch):
+    root, refs = setup
+    real_forward = trainer.GlassModel.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        output = real_forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 4:  # step index 3
+            output.terms["semantic"] = torch.tensor(float("nan"))
+        return output
+
+    monkeypatch.setattr(trainer.GlassModel, "forward", poisoned)
+    with pytest.raises(trainer.NonFiniteLoss, match=r"step 3.*semantic.*toy-\d{4}"):
+        _train(root, refs, "nan")
+    assert latest_checkpoint(root / "nan" / "scratch" / "checkpoints")[0] == 2
+    assert not (root / "nan" / "model").exists()
+
+
+def test_out_of_memory_advice_names_the_params():
+    advice = trainer.out_of_memory_advice(RuntimeError("CUDA out of memory"))
+    for param in ("train.data.batch_size", "gradient_accumulation_steps", "mixed_precision"):
+        assert param in advice
