@@ -30,6 +30,10 @@ def _copy_repo(destination: Path) -> None:
         else:
             shutil.copy2(source, target)
     subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
+    # a clone has commits; DVCLive (training stages) fails on a repository without any
+    identity = ["-c", "user.name=glass-test", "-c", "user.email=glass-test@localhost"]
+    subprocess.run(["git", "add", "-A"], cwd=destination, check=True)
+    subprocess.run(["git", *identity, "commit", "-q", "-m", "copy"], cwd=destination, check=True)
 
 
 def _dvc(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:

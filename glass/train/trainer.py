@@ -243,7 +243,8 @@ def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_d
                 for name, value in last_terms.items():
                     live.log_metric(f"phase{phase}/{name}", value)
                 live.next_step()
-            if accelerator.is_main_process and state.step % int(logging_params["grid_every"]) == 0:
+            if accelerator.is_main_process and (state.step % int(logging_params["grid_every"]) == 0
+                                                or state.step == total_steps):
                 rows = slot_mask_grid_rows(batch, output.slot_attention, unwrapped.encoder.grid_size)
                 save_grid(Path(live_dir) / "plots" / "images" / f"phase{phase}_step{state.step:07d}.png",
                           rows)
