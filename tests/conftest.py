@@ -21,3 +21,23 @@ if "NLTK_DATA" not in os.environ and _shared_nltk.is_dir():
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_path(tmp_path_factory):
+    """A tiny random-weight Stable Diffusion folder, built once per test session."""
+    from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
+
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """On small shared CPUs torch's default threads spin against other processes and tiny-SD
+    steps take seconds instead of milliseconds; one thread keeps such tests fast and steady."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,7 +15,6 @@ from glass.synth.attention import (
     validate_attention_resolutions,
 )
 from glass.synth.class_tokens import class_token_groups, encode_class_texts
-from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
 
 LATENT = 16                       # tiny SD: 64 px images, VAE scale factor 4
 CROSS, SELF = 4, 8                # DD's ratios (latent/4, latent/2)
@@ -23,19 +22,9 @@ CLASSES = [["dog", "hot dog"], ["refrigerator"]]
 PROMPTS = ["a dog next to a hot dog; dog hot dog", "a refrigerator; refrigerator"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # On small shared CPUs torch's default 2+ threads spin against other processes and tiny-SD
-    # steps take seconds instead of milliseconds; one thread keeps this file fast and steady.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def tiny_sd_path(tmp_path_factory):
-    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """The DVC graph declares exactly what each stage runs and reads."""
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,21 +10,8 @@ REPO = Path(__file__).resolve().parents[1]
 DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC_YAML["stages"]
 
-_LIST_IMPORTED_GLASS_FILES = """
-import importlib.util, json, sys
-from pathlib import Path
-repo = Path(sys.argv[1]).resolve()
-sys.path.insert(0, str(repo))
-spec = importlib.util.spec_from_file_location("stage_under_test", sys.argv[2])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-files = set()
-for name, mod in list(sys.modules.items()):
-    path = getattr(mod, "__file__", None)
-    if (name == "glass" or name.startswith("glass.")) and path:
-        files.add(Path(path).resolve().relative_to(repo).as_posix())
-print(json.dumps(sorted(files)))
-"""
+sys.path.insert(0, str(REPO / "tools"))
+from sync_stage_deps import imported_glass_files  # noqa: E402  (the same listing the tool writes)
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -37,9 +22,7 @@ def test_code_deps_are_exactly_the_modules_the_stage_imports(stage):
     assert scripts == [command_script], f"{stage}: the script its command runs must be its dep"
     declared = {d for d in deps if d.startswith("glass/")}
     assert all(d.endswith(".py") for d in declared), "declare files, not folders (__pycache__)"
-    result = subprocess.run([sys.executable, "-c", _LIST_IMPORTED_GLASS_FILES, str(REPO),
-                             str(REPO / scripts[0])], capture_output=True, text=True, check=True)
-    imported = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    imported = set(imported_glass_files(scripts[0], cwd=REPO))
     assert imported - declared == set(), f"{stage}: imported but not declared as deps"
     assert declared - imported == set(), f"{stage}: declared but never imported"
 

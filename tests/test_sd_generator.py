@@ -21,18 +21,9 @@ RECORDS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # See tests/test_attention_capture.py: torch's default threads spin on small shared CPUs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def tiny_sd_path(tmp_path_factory):
-    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,11 @@ print(json.dumps(sorted(files)))
 """
 
 
-def imported_glass_files(script: str) -> list[str]:
+def imported_glass_files(script: str, cwd: str | Path = ".") -> list[str]:
+    """The glass/ files (relative to the repo) that importing ``script`` loads, in a fresh
+    interpreter so nothing imported earlier counts."""
     out = subprocess.run([sys.executable, "-c", LIST_IMPORTED, ".", script], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, check=True, cwd=cwd).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
