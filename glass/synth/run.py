@@ -11,7 +11,6 @@ into the output folder.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -26,9 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from glass.io import dumps_canonical, file_sha256, read_jsonl, write_json, write_jsonl
+from glass.io import file_sha256, read_jsonl, write_json, write_jsonl
 from glass.seeding import sample_seed
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
+from glass.synth.shards import settings_fingerprint
 from glass.viz import save_grid
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,11 @@ def synthesis_records(prompt_records: list[dict], *, images_per_prompt: int, no_
     return records, skipped
 
 
-def settings_fingerprint(synth: dict[str, Any], models: dict[str, str], seed: int,
-                         prompts_sha: str) -> str:
+def run_fingerprint(synth: dict[str, Any], models: dict[str, str], seed: int,
+                    prompts_sha: str) -> str:
+    """Names the scratch folder: everything that decides the shards' content."""
     relevant = {"synth": synth, "models": models, "seed": seed, "prompts": prompts_sha}
-    return hashlib.sha256(dumps_canonical(relevant).encode()).hexdigest()[:16]
+    return settings_fingerprint(relevant)[:16]
 
 
 def _iter_shard_samples(shard_dir: Path):
@@ -141,7 +142,7 @@ def run_synthesize(prompts_path: str | Path, synth: dict[str, Any], models: dict
     if not records:
         raise ValueError(f"{prompts_path}: no prompt can be synthesised "
                          f"({len(skipped)} skipped); check the prompts stage's metrics")
-    fingerprint = settings_fingerprint(output_settings(synth), models, seed, file_sha256(prompts_path))
+    fingerprint = run_fingerprint(output_settings(synth), models, seed, file_sha256(prompts_path))
     scratch_dir = Path(scratch_root) / f"synth-{fingerprint}"
     spec = GeneratorSpec(synth["backend"], dict(output_settings(synth), models=models))
     manifest = run_sharded_synthesis(

@@ -11,7 +11,6 @@ Command line: ``python -m glass.tiny.blip2 OUT_DIR [--seed N]``.
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from transformers import (
     BlipImageProcessor,
     PreTrainedTokenizerFast,
 )
+
+from glass.tiny.cli import run_builder_cli
 
 IMAGE_SIZE = 32
 PATCH_SIZE = 8
@@ -273,11 +274,7 @@ def write_readme(out_dir: Path, config: Blip2Config, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the tiny random-weight BLIP-2 folder.")
-    parser.add_argument("out_dir", help="folder to write (created if missing)")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights")
-    args = parser.parse_args(argv)
-    print(build_tiny_blip2(args.out_dir, seed=args.seed))
+    run_builder_cli(build_tiny_blip2, "BLIP-2", argv)
 
 
 if __name__ == "__main__":

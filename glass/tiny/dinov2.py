@@ -14,11 +14,12 @@ Command line: ``python -m glass.tiny.dinov2 OUT_DIR [--seed N]``.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+from glass.tiny.cli import run_builder_cli
 
 IMAGE_SIZE = 128
 PATCH_SIZE = 8                 # 128 / 8 = 16×16 patch tokens
@@ -97,11 +98,7 @@ def write_readme(out_dir: Path, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the tiny random-weight DINOv2.")
-    parser.add_argument("out_dir", help="folder to write (created if missing)")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights")
-    args = parser.parse_args(argv)
-    print(build_tiny_dinov2(args.out_dir, seed=args.seed))
+    run_builder_cli(build_tiny_dinov2, "DINOv2", argv)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ Command line: ``python -m glass.tiny.sam2 OUT_DIR [--seed N]``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+
+from glass.tiny.cli import run_builder_cli
 
 SOURCE_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"   # the package's smallest model
 CONFIG_NAME = "sam2_tiny.yaml"
@@ -186,11 +187,7 @@ def write_readme(out_dir: Path, model: torch.nn.Module, seed: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the tiny random-weight SAM 2 folder.")
-    parser.add_argument("out_dir", help="folder to write (created if missing)")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights")
-    args = parser.parse_args(argv)
-    print(build_tiny_sam2(args.out_dir, seed=args.seed))
+    run_builder_cli(build_tiny_sam2, "SAM 2", argv)
 
 
 if __name__ == "__main__":

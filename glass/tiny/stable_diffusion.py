@@ -20,7 +20,6 @@ Command line: ``python -m glass.tiny.stable_diffusion OUT_DIR [--seed N]``.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections import Counter
 from pathlib import Path
@@ -32,6 +31,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from glass.data.classes import COCO_CLASSES
 from glass.tiny.blip2 import CAPTION_CORPUS
+from glass.tiny.cli import run_builder_cli
 
 IMAGE_SIZE = 64
 LATENT_CHANNELS = 4
@@ -255,11 +255,7 @@ def write_readme(out_dir: Path, seed: int, vocab_size: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build the tiny random-weight Stable Diffusion.")
-    parser.add_argument("out_dir", help="folder to write (created if missing)")
-    parser.add_argument("--seed", type=int, default=0, help="torch seed for the random weights")
-    args = parser.parse_args(argv)
-    print(build_tiny_stable_diffusion(args.out_dir, seed=args.seed))
+    run_builder_cli(build_tiny_stable_diffusion, "Stable Diffusion", argv)
 
 
 if __name__ == "__main__":
