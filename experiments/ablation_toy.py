@@ -21,7 +21,9 @@ from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="configs/cpu/params.yaml")
-    parser.add_argument("--steps", type=int, default=10000, help="phase-1 steps per run (equal for all)")
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="phase-1 steps per run (equal for all); a rerun with more steps "
+                        "continues every run from its last checkpoint")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--train-samples", type=int, default=2000)

@@ -289,6 +289,21 @@ def test_decoder_loss_reaches_the_conditioning_through_a_frozen_unet(decoder):
         decoder.loss(torch.rand(2, 3, 32, 32), torch.randn(2, 5, 16))
 
 
+def test_decoder_reconstruct_samples_images_from_the_slots(decoder):
+    conditioning = torch.randn(2, 5, SD_CROSS_ATTENTION_DIM, generator=seeded(3))
+    images = decoder.reconstruct(conditioning, num_inference_steps=3, generator=seeded(0))
+    side = decoder.image_size
+    assert images.shape == (2, 3, side, side)
+    assert float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    assert torch.equal(images, decoder.reconstruct(conditioning, num_inference_steps=3,
+                                                   generator=seeded(0)))
+    # the same noise under other slots gives other images: the slots condition the UNet
+    other = decoder.reconstruct(conditioning.flip(0), num_inference_steps=3, generator=seeded(0))
+    assert not torch.allclose(images, other)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        decoder.reconstruct(conditioning, num_inference_steps=0)
+
+
 def test_decoder_targets_follow_the_prediction_type(decoder):
     from diffusers import DDPMScheduler
 

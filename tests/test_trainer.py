@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from glass.model.mlp_decoder import MLPDecoder
@@ -29,7 +30,8 @@ TRAIN = {
     "data": {"batch_size": 4, "num_workers": 0, "mask_size": 32, "flip": True,
              "feature_cache": False, "on_corrupt": "raise"},
     "optim": {"mixed_precision": "fp16", "gradient_accumulation_steps": 1, "max_grad_norm": 1.0},
-    "logging": {"log_every": 2, "grid_every": 3, "checkpoint_every": 2, "checkpoint_limit": 2},
+    "logging": {"log_every": 2, "grid_every": 3, "grid_reconstruction_steps": 2,
+                "checkpoint_every": 2, "checkpoint_limit": 2},
     "phase1": {"steps": 6, "lr": 1e-3},
     "phase2": {"steps": 2, "unet_lr": 4e-5, "slot_lr": 1e-8},
 }
@@ -64,7 +66,10 @@ def test_phase_one_then_two_save_from_pretrained_loadable_modules(setup):
     assert slots.config.num_slots == 4
     MLPDecoder.from_pretrained(p1 / "mlp_decoder")
     assert not (p1 / "unet").exists()  # phase 1 leaves the UNet as it was
-    assert (root / "p1" / "live" / "plots" / "images" / "phase1_step0000003.png").exists()
+    grid = Image.open(root / "p1" / "live" / "plots" / "images" / "phase1_step0000003.png")
+    # image, pseudo mask, slot-attention masks, MLP-decoder masks, reconstruction: 128-px tiles
+    # with 2-px gaps (glass.viz.save_grid)
+    assert grid.size == (5 * 128 + 4 * 2, 4 * 128 + 3 * 2)
     assert (root / "p1" / "live" / "plots" / "metrics" / "phase1" / "semantic.tsv").exists()
 
     _train(root, refs, "p2", phase=2, init=p1)

@@ -21,7 +21,7 @@ from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
 from glass.eval.coco_instances import iter_instance_maps
 from glass.eval.object_discovery import mean_metrics, object_discovery, same_class_merged
 from glass.eval.slot_masks import SlotMaskPredictor
-from glass.io import write_json
+from glass.io import atomic_open, write_json
 from glass.seeding import sample_rng
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
 from glass.train.trainer import train_phase
@@ -109,15 +109,32 @@ def markdown_table(table: dict[str, dict[str, Any]], steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(runs: dict[str, list[dict[str, float]]], train: dict[str, Any],
+                 report_dir: Path, *, steps: int, seeds: list[int], train_samples: int,
+                 eval_images: int) -> dict:
+    """``ablation_toy.json`` (one key per setting) and ``ablation_toy.md``, written atomically."""
+    table = summarise({setting: results for setting, results in runs.items() if results})
+    report = {"steps": steps, "seeds": seeds, "train_samples": train_samples,
+              "eval_images": eval_images,
+              "train_config": {key: train[key] for key in ("model", "data", "phase1")},
+              **table}
+    write_json(report_dir / "ablation_toy.json", report)
+    with atomic_open(report_dir / "ablation_toy.md") as handle:
+        handle.write(markdown_table(table, steps))
+    return report
+
+
 def run_ablation(train: dict[str, Any], refs: dict[str, str], synth_toy: dict[str, Any], *,
                  work_dir: str | Path, report_dir: str | Path, steps: int, seeds: list[int],
                  settings: list[str], train_samples: int, eval_images: int) -> dict:
     work_dir, report_dir = Path(work_dir), Path(report_dir)
     shard_dir, eval_dir = prepare_data(work_dir, synth_toy, train_samples, eval_images, seed=0)
-    runs: dict[str, list[dict[str, float]]] = {}
-    for setting in settings:
-        recon, semantic, instance = SETTINGS[setting]
-        for seed in seeds:
+    runs: dict[str, list[dict[str, float]]] = {setting: [] for setting in settings}
+    # seed-major order, with the report rewritten after every run: an interrupted ablation still
+    # leaves a table over every setting, and a rerun resumes each run from its last checkpoint
+    for seed in seeds:
+        for setting in settings:
+            recon, semantic, instance = SETTINGS[setting]
             config = copy.deepcopy(train)
             config["seed"] = seed
             config["loss"] = {"recon": recon, "semantic": semantic, "instance": instance}
@@ -127,10 +144,7 @@ def run_ablation(train: dict[str, Any], refs: dict[str, str], synth_toy: dict[st
                         run_dir / "live")
             result = evaluate(run_dir / "model", eval_dir, seed)
             log.info("%s seed %d: %s", setting, seed, result)
-            runs.setdefault(setting, []).append(dict(result, seed=seed))
-    table = summarise(runs)
-    report = {"steps": steps, "seeds": seeds, "train_samples": train_samples,
-              "eval_images": eval_images, **table}
-    write_json(report_dir / "ablation_toy.json", report)
-    (report_dir / "ablation_toy.md").write_text(markdown_table(table, steps))
+            runs[setting].append(dict(result, seed=seed))
+            report = write_report(runs, train, report_dir, steps=steps, seeds=seeds,
+                                  train_samples=train_samples, eval_images=eval_images)
     return report

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
@@ -123,6 +123,35 @@ class DiffusionDecoder(nn.Module):
                                encoder_hidden_states=conditioning.to(unet_dtype)).sample
         target = self.loss_target(latents, noise, timesteps)
         return F.mse_loss(prediction.float(), target.float())
+
+    @torch.no_grad()
+    def reconstruct(self, conditioning: torch.Tensor, num_inference_steps: int = 50,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images (B, 3, image_size, image_size) in [0, 1] generated from noise by DDIM, the UNet
+        conditioned on the slots ``conditioning`` (B, K, conditioning_dim) alone (no
+        classifier-free guidance: there is no unconditional slot set). The DDIM schedule is built
+        from the training scheduler's config, so betas and prediction type match training."""
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        scheduler = DDIMScheduler.from_config(self.noise_scheduler.config)
+        device, unet_dtype = conditioning.device, self.unet.dtype
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        side = self.image_size // vae_factor
+        latents = randn_tensor((conditioning.shape[0], self.unet.config.in_channels, side, side),
+                               generator=generator, device=device, dtype=torch.float32)
+        latents = latents * scheduler.init_noise_sigma
+        hidden = conditioning.to(unet_dtype)
+        for timestep in scheduler.timesteps:
+            model_input = scheduler.scale_model_input(latents, timestep)
+            prediction = self.unet(model_input.to(unet_dtype), timestep,
+                                   encoder_hidden_states=hidden).sample
+            latents = scheduler.step(prediction.float(), timestep, latents,
+                                     generator=generator).prev_sample
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        latents = latents / self.vae.config.scaling_factor + shift
+        pixels = self.vae.decode(latents.to(self.vae.dtype)).sample.float()
+        return ((pixels + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
 def random_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator | None,

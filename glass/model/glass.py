@@ -46,6 +46,7 @@ class GlassOutput:
     slot_attention: torch.Tensor        # (B, K, N) last-iteration softmax over slots
     mlp_masks: torch.Tensor | None      # (B, K, N) MLP decoder alphas; None if not computed
     features: torch.Tensor              # (B, N, D) encoder features used (detached; to cache)
+    conditioning: torch.Tensor | None = None  # (B, K, C) slots projected for the UNet (detached)
     matches: list[list[Match]] | None = None  # semantic matches per image, when computed
 
 
@@ -126,7 +127,8 @@ class GlassModel(nn.Module):
         reported = {term: value.detach() for term, value in terms.items()}
         reported["total"] = loss.detach()
         return GlassOutput(loss=loss, terms=reported, slot_attention=slot_output.attention,
-                           mlp_masks=mlp_masks, features=features, matches=matches)
+                           mlp_masks=mlp_masks, features=features, matches=matches,
+                           conditioning=slot_output.conditioning.detach())
 
 
 def check_compatible(encoder: FrozenDinov2Encoder | None, slot_attention: SlotAttention,

@@ -5,9 +5,10 @@ Phase 1 trains slot attention and the MLP decoder (Adam, constant lr 2e-5) with 
 slot attention and the MLP decoder continue at 1e-8. Loss L = L_recon + λs·L_semantic + λi·L_instance.
 
 A run resumes from its newest complete checkpoint (model, optimizer, step counter and data stream
-position), every loss term is logged with DVCLive, an image grid (image, pseudo mask, slot masks)
-is written periodically, a non-finite loss stops the run naming the step and the batch's sample
-keys with the last good checkpoint intact, and out-of-memory errors name the params to lower.
+position), every loss term is logged with DVCLive, and an image grid is written periodically (image,
+pseudo mask, slot-attention masks, MLP-decoder masks, and the diffusion decoder's DDIM
+reconstruction from the slots). A non-finite loss stops the run naming the step and the batch's
+sample keys with the last good checkpoint intact; out-of-memory errors name the params to lower.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tqdm import tqdm
 from glass.io import write_json
 from glass.model.diffusion_decoder import DiffusionDecoder
 from glass.model.encoder import FrozenDinov2Encoder
-from glass.model.glass import GlassModel, LossWeights
+from glass.model.glass import GlassModel, GlassOutput, LossWeights
 from glass.model.mlp_decoder import MLPDecoder
 from glass.model.slot_attention import SlotAttention
 from glass.seeding import sample_seed
@@ -106,18 +107,52 @@ def parameter_groups(model: GlassModel, phase: int, phase_params: dict[str, Any]
             {"params": unet, "lr": float(phase_params["unet_lr"]), "name": "unet"}]
 
 
+def _upsampled_argmax(masks: torch.Tensor, grid_size: tuple[int, int],
+                      size: tuple[int, int]) -> torch.Tensor:
+    """(B, K, N) soft masks over the token grid → (B, H, W) slot index + 1 (0 stays free for
+    the palette's black), bilinear upsampling then argmax as in the evaluation."""
+    maps = masks.detach().float().cpu().reshape(-1, masks.shape[1], *grid_size)
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).argmax(dim=1) + 1
+
+
+def _to_uint8_image(image: torch.Tensor) -> np.ndarray:
+    return (image.detach().float().cpu().permute(1, 2, 0).numpy() * 255).round().clip(0, 255) \
+        .astype(np.uint8)
+
+
 def slot_mask_grid_rows(batch: dict, attention: torch.Tensor, grid_size: tuple[int, int],
-                        rows: int = 4) -> list[list[np.ndarray]]:
-    """(image, pseudo mask, argmax slot mask) for the first ``rows`` samples."""
-    images = batch["image"][:rows].detach().float().cpu()
-    size = images.shape[-2:]
-    maps = attention[:rows].detach().float().cpu().reshape(-1, attention.shape[1], *grid_size)
-    slots = F.interpolate(maps, size=size, mode="bilinear", align_corners=False).argmax(dim=1) + 1
+                        rows: int = 4, mlp_masks: torch.Tensor | None = None,
+                        reconstructions: torch.Tensor | None = None) -> list[list[np.ndarray]]:
+    """Per sample (first ``rows``): image, pseudo mask, slot-attention masks, then the MLP
+    decoder's masks and the diffusion decoder's reconstruction when given."""
+    images = batch["image"][:rows]
+    size = tuple(images.shape[-2:])
+    slots = _upsampled_argmax(attention[:rows], grid_size, size)
+    decoder_slots = (_upsampled_argmax(mlp_masks[:rows], grid_size, size)
+                     if mlp_masks is not None else None)
     out = []
     for i in range(images.shape[0]):
-        image = (images[i].permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-        out.append([image, batch["pseudo_mask"][i].cpu().numpy(), slots[i].numpy().astype(np.int64)])
+        row = [_to_uint8_image(images[i]), batch["pseudo_mask"][i].cpu().numpy(),
+               slots[i].numpy().astype(np.int64)]
+        if decoder_slots is not None:
+            row.append(decoder_slots[i].numpy().astype(np.int64))
+        if reconstructions is not None:
+            row.append(_to_uint8_image(reconstructions[i]))
+        out.append(row)
     return out
+
+
+def grid_reconstructions(model: GlassModel, output: GlassOutput, rows: int, steps: int,
+                         seed: int, step: int) -> torch.Tensor | None:
+    """The diffusion decoder's images from the first ``rows`` samples' slots (DDIM, ``steps``
+    steps; noise from the seed and the training step), or None when there is no decoder or
+    ``steps`` is 0."""
+    if model.decoder is None or steps <= 0 or output.conditioning is None:
+        return None
+    generator = torch.Generator(device=output.conditioning.device)
+    generator.manual_seed(sample_seed(seed, f"grid-step{step}", "reconstruction"))
+    return model.decoder.reconstruct(output.conditioning[:rows], num_inference_steps=steps,
+                                     generator=generator)
 
 
 def out_of_memory_advice(error: BaseException) -> str:
@@ -245,7 +280,12 @@ def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_d
                 live.next_step()
             if accelerator.is_main_process and (state.step % int(logging_params["grid_every"]) == 0
                                                 or state.step == total_steps):
-                rows = slot_mask_grid_rows(batch, output.slot_attention, unwrapped.encoder.grid_size)
+                reconstructions = grid_reconstructions(
+                    unwrapped, output, rows=4, seed=int(train["seed"]), step=state.step,
+                    steps=int(logging_params.get("grid_reconstruction_steps", 0)))
+                rows = slot_mask_grid_rows(batch, output.slot_attention, unwrapped.grid_size,
+                                           mlp_masks=output.mlp_masks,
+                                           reconstructions=reconstructions)
                 save_grid(Path(live_dir) / "plots" / "images" / f"phase{phase}_step{state.step:07d}.png",
                           rows)
             if state.step % int(logging_params["checkpoint_every"]) == 0 or state.step == total_steps:
