@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from glass.model.encoder import FrozenDinov2Encoder
+from glass.model_reference import resolve_reference
 from glass.model.slot_attention import SlotAttention
 from glass.seeding import sample_seed
 
@@ -29,7 +30,8 @@ class SlotMaskPredictor:
         """From a train stage's output folder (``glass.json`` + ``slot_attention/``)."""
         model_dir = Path(model_dir)
         info = json.loads((model_dir / "glass.json").read_text())
-        encoder = FrozenDinov2Encoder(info["encoder"], image_size=int(info["encoder_image_size"]))
+        encoder = FrozenDinov2Encoder(resolve_reference(info["encoder"], model_dir),
+                                      image_size=int(info["encoder_image_size"]))
         return cls(encoder, SlotAttention.from_pretrained(model_dir / "slot_attention"), seed)
 
     @torch.no_grad()

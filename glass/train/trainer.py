@@ -27,6 +27,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from glass.io import write_json
+from glass.model_reference import portable_reference
 from glass.model.diffusion_decoder import DiffusionDecoder
 from glass.model.encoder import FrozenDinov2Encoder
 from glass.model.glass import GlassModel, GlassOutput, LossWeights
@@ -180,7 +181,8 @@ def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dic
     if phase == 2:
         model.decoder.unet.save_pretrained(out_dir / "unet")
     write_json(out_dir / "glass.json", {
-        "phase": phase, "encoder": refs["encoder"], "stable_diffusion": refs["stable_diffusion"],
+        "phase": phase, "encoder": portable_reference(refs["encoder"], out_dir),
+        "stable_diffusion": portable_reference(refs["stable_diffusion"], out_dir),
         "unet": "unet" if phase == 2 else None,
         "encoder_image_size": int(train["model"]["encoder_image_size"]),
         "decoder_image_size": int(train["model"]["decoder_image_size"])})
