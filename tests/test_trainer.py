@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from glass.eval.slot_masks import SlotMaskPredictor
+from glass.eval.trained_model import TrainedGlass
 from glass.model.mlp_decoder import MLPDecoder
 from glass.model.slot_attention import SlotAttention
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
@@ -75,9 +75,9 @@ def test_phase_one_then_two_save_from_pretrained_loadable_modules(setup):
     moved = root.parent / f"{root.name}-moved"
     for part in ("dinov2", "p1/model"):
         shutil.copytree(root / part, moved / part)
-    predictor = SlotMaskPredictor.from_trained(moved / "p1" / "model")
-    assert predictor.predict(torch.rand(1, 3, 64, 64), ["k"]).shape == (1, 64, 64)
-    assert predictor.encoder.model_id == str((moved / "dinov2").resolve())
+    trained = TrainedGlass(moved / "p1" / "model")
+    assert trained.predict_masks(torch.rand(1, 3, 64, 64), ["k"]).shape == (1, 64, 64)
+    assert trained.encoder.model_id == str((moved / "dinov2").resolve())
     grid = Image.open(root / "p1" / "live" / "plots" / "images" / "phase1_step0000003.png")
     # image, pseudo mask, slot-attention masks, MLP-decoder masks, reconstruction: 128-px tiles
     # with 2-px gaps (glass.viz.save_grid)

@@ -20,7 +20,7 @@ import torch
 from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
 from glass.eval.coco_instances import iter_instance_maps
 from glass.eval.object_discovery import mean_metrics, object_discovery, same_class_merged
-from glass.eval.slot_masks import SlotMaskPredictor
+from glass.eval.trained_model import TrainedGlass
 from glass.io import atomic_open, write_json
 from glass.seeding import sample_rng
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
@@ -69,12 +69,12 @@ def prepare_data(work_dir: Path, synth_toy: dict[str, Any], train_samples: int, 
 
 
 def evaluate(model_dir: Path, eval_dir: Path, seed: int) -> dict[str, float]:
-    predictor = SlotMaskPredictor.from_trained(model_dir, seed=seed)
+    model = TrainedGlass(model_dir, seed=seed)
     per_image, merged = [], []
     for image_id, image, instances, classes in iter_instance_maps(
             eval_dir / "images" / "val", eval_dir / "annotations" / "instances_val.json"):
-        tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255.0
-        pred = predictor.predict(tensor, [f"eval-{image_id}"])[0]
+        tensor = torch.from_numpy(image.copy()).permute(2, 0, 1).float()[None] / 255.0
+        pred = model.predict_masks(tensor, [f"eval-{image_id}"])[0]
         per_image.append(object_discovery(pred, instances, include_background=True))
         verdict = same_class_merged(pred, instances, classes)
         if verdict is not None:
