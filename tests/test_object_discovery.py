@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from glass.eval import object_discovery, same_class_merged
+from glass.eval import class_map, object_discovery, same_class_merged, semantic_discovery
 from glass.eval.object_discovery import mean_metrics
 
 # 4×4: background 0 (8 px), instance 1 (left 2×2), instance 2 (right 2×2, rows 2-3)
@@ -171,3 +171,153 @@ def test_fast_enough_for_128px_and_7_slots():
     for _ in range(50):
         object_discovery(pred, gt)
     assert (time.perf_counter() - started) / 50 < 0.02
+
+
+# --- per-region arrays and per-object averaging -------------------------------------------
+
+def test_region_arrays_leave_existing_keys_unchanged_and_average_to_the_scores():
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        gt = rng.integers(0, 5, (9, 11)) * 3
+        pred = rng.integers(0, 4, (9, 11))
+        ignore = rng.random((9, 11)) < 0.2
+        for include_background in (True, False):
+            plain = object_discovery(pred, gt, ignore=ignore, include_background=include_background)
+            full = object_discovery(pred, gt, ignore=ignore, include_background=include_background,
+                                    return_regions=True)
+            # bit-identical values (NaN where NaN) for the keys that existed before
+            assert all((math.isnan(plain[k]) and math.isnan(full[k])) or plain[k] == full[k]
+                       for k in plain)
+            ids = np.unique(gt[~ignore])
+            if not include_background:
+                ids = ids[ids != 0]
+            assert full["region_ids"].tolist() == ids.tolist()
+            assert full["region_areas"].tolist() == [int(np.sum((gt == i) & ~ignore)) for i in ids]
+            if len(ids):
+                assert full["region_matched_iou"].mean() == pytest.approx(full["miou"])
+                assert full["region_best_iou"].mean() == pytest.approx(full["mbo"])
+                assert np.all(full["region_matched_iou"] <= full["region_best_iou"] + 1e-12)
+
+
+def test_region_arrays_on_the_hand_case():
+    result = object_discovery(PRED, GT, return_regions=True)
+    assert result["region_ids"].tolist() == [0, 1, 2]
+    assert result["region_areas"].tolist() == [8, 4, 4]
+    np.testing.assert_allclose(result["region_matched_iou"], [8 / 9, 3 / 4, 1])
+    # unmatched region: 0 in the matched array, its best IoU in the other
+    gt, pred = np.array([[1, 1, 1, 1, 2, 2, 3, 3]]), np.zeros((1, 8), int)
+    result = object_discovery(pred, gt, return_regions=True)
+    np.testing.assert_allclose(result["region_matched_iou"], [1 / 2, 0, 0])
+    np.testing.assert_allclose(result["region_best_iou"], [1 / 2, 1 / 4, 1 / 4])
+    empty = object_discovery(pred, gt, ignore=np.ones((1, 8), bool), return_regions=True)
+    assert empty["region_ids"].shape == (0,) and empty["region_matched_iou"].shape == (0,)
+
+
+def test_per_object_averaging_differs_from_per_image():
+    # Image A: one region (id 1, 4 px), one slot covering it: IoU 1.
+    #   matched = [1], best = [1]; miou_A = mbo_A = 1; FG-ARI 1 (identical partitions).
+    # Image B: regions 1 (4 px), 2 (2 px), 3 (2 px), one slot over all 8 px:
+    #   IoU = 4/8, 2/8, 2/8; Hungarian matches the slot to region 1 only:
+    #   matched = [1/2, 0, 0] -> miou_B = 1/6; best = [1/2, 1/4, 1/4] -> mbo_B = 1/3;
+    #   FG-ARI 0 (one predicted cluster: tp = 6+1+1 = 8, fp = 28-8 = 20, fn = tn = 0 -> 0).
+    # Per image:  miou = (1 + 1/6) / 2 = 7/12,  mbo = (1 + 1/3) / 2 = 2/3.
+    # Per object: miou = (1 + 1/2 + 0 + 0) / 4 = 3/8,  mbo = (1 + 1/2 + 1/4 + 1/4) / 4 = 1/2.
+    # FG-ARI is per image in both modes: (1 + 0) / 2.
+    image_a = object_discovery(np.zeros((1, 4), int), np.ones((1, 4), int), return_regions=True)
+    image_b = object_discovery(np.zeros((1, 8), int), np.array([[1, 1, 1, 1, 2, 2, 3, 3]]),
+                               return_regions=True)
+    # an image without GT region (all ignored) adds nothing to either mode
+    image_c = object_discovery(np.zeros((2, 2), int), np.ones((2, 2), int),
+                               ignore=np.ones((2, 2), bool), return_regions=True)
+    rows = [image_a, image_b, image_c]
+    per_image = mean_metrics(rows)
+    assert per_image == mean_metrics(rows, averaging="image")
+    assert per_image["miou"] == pytest.approx(7 / 12) and per_image["mbo"] == pytest.approx(2 / 3)
+    assert per_image["fg_ari"] == pytest.approx(0.5) and per_image["miou_images"] == 2
+    per_object = mean_metrics(rows, averaging="object")
+    assert per_object["miou"] == pytest.approx(3 / 8) and per_object["mbo"] == pytest.approx(1 / 2)
+    assert per_object["fg_ari"] == pytest.approx(0.5)
+    assert per_object["miou_regions"] == 4 and per_object["mbo_regions"] == 4
+    assert per_object["miou_images"] == 2 and per_object["fg_ari_images"] == 2
+    nothing = mean_metrics([image_c], averaging="object")
+    assert math.isnan(nothing["miou"]) and nothing["miou_regions"] == 0
+    assert math.isnan(mean_metrics([], averaging="object")["mbo"])
+
+
+def test_per_object_averaging_needs_region_arrays():
+    rows = [object_discovery(PRED, GT, return_regions=True), object_discovery(PRED, GT)]
+    with pytest.raises(ValueError, match=r"return_regions=True.*\[1\]"):
+        mean_metrics(rows, averaging="object")
+    # names without a per-region part need nothing extra
+    assert mean_metrics(rows, names=("fg_ari",), averaging="object")["fg_ari_images"] == 2
+    with pytest.raises(ValueError, match="averaging"):
+        mean_metrics(rows, averaging="region")
+
+
+# --- class-level metrics --------------------------------------------------------------------
+
+INSTANCES = np.array([[1, 1, 0, 2, 2],
+                      [1, 1, 0, 2, 2],
+                      [3, 3, 0, 0, 0]])
+INSTANCE_CLASSES = {1: "dog", 2: "dog", 3: "cat"}
+
+
+def test_class_map_assigns_sorted_ids_per_class():
+    # classes present sorted: "cat" < "dog" -> cat = 1, dog = 2
+    expected = np.array([[2, 2, 0, 2, 2],
+                         [2, 2, 0, 2, 2],
+                         [1, 1, 0, 0, 0]])
+    out = class_map(INSTANCES, INSTANCE_CLASSES)
+    assert out.dtype == np.int64 and np.array_equal(out, expected)
+    # independent of the mapping's order; unused entries (absent ids, id 0) get no id
+    reordered = {9: "zebra", 3: "cat", 2: "dog", 1: "dog", 0: "background"}
+    assert np.array_equal(class_map(INSTANCES, reordered), expected)
+    # int classes in numeric order, ints before strings, numpy scalars accepted
+    assert np.array_equal(class_map(INSTANCES, {1: np.int64(7), 2: 7, 3: 3}), expected)
+    mixed = class_map(INSTANCES, {1: "1", 2: "1", 3: 40})
+    assert np.array_equal(mixed, expected)  # 40 (int) -> 1, "1" (str) -> 2
+    assert np.array_equal(class_map(np.zeros((2, 2), int), {}), np.zeros((2, 2), int))
+
+
+def test_class_map_checks_inputs():
+    with pytest.raises(KeyError, match=r"\[3\]"):
+        class_map(INSTANCES, {1: "dog", 2: "dog"})
+    with pytest.raises(TypeError, match="int or a str"):
+        class_map(INSTANCES, {1: "dog", 2: "dog", 3: 2.5})
+    with pytest.raises(ValueError, match=">= 0"):
+        class_map(INSTANCES - 1, INSTANCE_CLASSES)
+    with pytest.raises(TypeError, match="integer"):
+        class_map(INSTANCES.astype(float), INSTANCE_CLASSES)
+
+
+def test_semantic_discovery_on_two_instances_of_one_class():
+    # class map: background (5 px: column 2 and row 2 cols 3-4), dog = 8 px, cat = 2 px.
+    separate = np.array([[4, 4, 0, 5, 5],
+                         [4, 4, 0, 5, 5],
+                         [6, 6, 0, 0, 0]])  # one slot per instance
+    # instance level: every region matched exactly -> 1
+    assert object_discovery(separate, INSTANCES)["miou"] == pytest.approx(1.0)
+    # class level: IoU(bg, slot 0) = 1, IoU(dog, slot 4) = IoU(dog, slot 5) = 4/8, IoU(cat, 6) = 1
+    # -> mIoU_c = mBO_c = (1 + 1/2 + 1) / 3 = 5/6; without background (1/2 + 1) / 2 = 3/4
+    result = semantic_discovery(separate, INSTANCES, INSTANCE_CLASSES)
+    assert set(result) == {"miou", "mbo"}
+    assert result["miou"] == pytest.approx(5 / 6) and result["mbo"] == pytest.approx(5 / 6)
+    foreground = semantic_discovery(separate, INSTANCES, INSTANCE_CLASSES,
+                                    include_background=False)
+    assert foreground["miou"] == pytest.approx(3 / 4) == foreground["mbo"]
+    # one slot over both dogs: class level perfect, instance level penalised
+    merged = np.where(separate == 5, 4, separate)
+    assert semantic_discovery(merged, INSTANCES, INSTANCE_CLASSES)["miou"] == pytest.approx(1.0)
+    # instance: bg 1, dog1 4/8 (matched), dog2 0 (unmatched), cat 1 -> 5/8
+    assert object_discovery(merged, INSTANCES)["miou"] == pytest.approx(5 / 8)
+    # same as object_discovery on the class map, ignore included
+    ignore = np.zeros_like(INSTANCES, bool)
+    ignore[0, 3] = ignore[2, 0] = True
+    direct = object_discovery(separate, class_map(INSTANCES, INSTANCE_CLASSES), ignore=ignore)
+    via = semantic_discovery(separate, INSTANCES, INSTANCE_CLASSES, ignore=ignore)
+    assert via == {"miou": direct["miou"], "mbo": direct["mbo"]}
+    regions = semantic_discovery(separate, INSTANCES, INSTANCE_CLASSES, return_regions=True)
+    assert regions["region_classes"] == [None, "cat", "dog"]
+    np.testing.assert_allclose(regions["region_best_iou"], [1, 1, 1 / 2])
+    with pytest.raises(KeyError):
+        semantic_discovery(separate, INSTANCES, {1: "dog"})

@@ -18,6 +18,18 @@ Definitions (glass-facts "Evaluation", after ocl and the official GLASS evaluati
   undefined: ``empty_fg_ari`` (NaN by default, as ocl/sklearn leave no meaningful value; the
   official GLASS evaluation scores such images 1.0).
 - NaN where undefined (no GT region). Average over images with ``mean_metrics`` (NaN-aware).
+
+Averaging (glass-facts "Evaluation": per-image vs per-object averaging differ between papers, so
+both are offered). ``mean_metrics(..., averaging="image")`` (default; the official GLASS and ocl
+convention) averages the per-image scores. ``averaging="object"`` pools the GT regions of all
+images and averages mIoU/mBO over regions, so images with many objects weigh more; it needs the
+per-region arrays of ``object_discovery(..., return_regions=True)``. FG-ARI is an image-level
+score (a Rand index over one image's pixel pairs) with no per-region part, so it is averaged per
+image in both modes.
+
+Class-level metrics (mIoU_c, mBO_c; paper Table 2/9): the same mIoU/mBO with the GT regions being
+semantic classes instead of instances: ``class_map`` turns an instance map into a class map and
+``semantic_discovery`` scores the predicted segments against it.
 """
 
 from __future__ import annotations
@@ -28,7 +40,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["object_discovery", "same_class_merged", "mean_metrics"]
+__all__ = ["object_discovery", "same_class_merged", "mean_metrics", "class_map",
+           "semantic_discovery"]
+
+# Keys of the per-GT-region arrays added by ``return_regions=True``.
+REGION_KEYS = ("region_ids", "region_areas", "region_matched_iou", "region_best_iou")
+# metric name -> per-region array that ``averaging="object"`` pools for it
+_OBJECT_AVERAGED = {"miou": "region_matched_iou", "mbo": "region_best_iou"}
 
 
 def _as_label_map(name: str, array: np.ndarray) -> np.ndarray:
@@ -86,19 +104,32 @@ def adjusted_rand_index(counts: np.ndarray) -> float:
 
 def object_discovery(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None,
                      include_background: bool = True,
-                     empty_fg_ari: float = float("nan")) -> dict[str, float | int]:
-    """Per-image {"miou", "mbo", "fg_ari", "num_gt_regions", "num_pred_segments"}."""
+                     empty_fg_ari: float = float("nan"),
+                     return_regions: bool = False) -> dict:
+    """Per-image {"miou", "mbo", "fg_ari", "num_gt_regions", "num_pred_segments"}.
+
+    With ``return_regions=True`` the dict also holds one entry per GT region (in increasing id
+    order; the regions the scores average over, so id 0 only with ``include_background``):
+    ``region_ids`` (int64), ``region_areas`` (valid pixels, int64), ``region_matched_iou``
+    (IoU with the Hungarian-matched segment, 0 for an unmatched region) and ``region_best_iou``
+    (best IoU with any segment), both float64. Their means are "miou" and "mbo".
+    """
     pred_pixels, gt_pixels = _valid_pixels(pred, gt, ignore)
     counts, gt_ids, _ = _contingency(gt_pixels, pred_pixels)
 
-    regions = counts if include_background else counts[gt_ids != 0]
+    keep = np.ones(len(gt_ids), bool) if include_background else gt_ids != 0
+    regions = counts[keep]
+    matched_iou = np.zeros(len(regions))
+    best_iou = np.zeros(len(regions))
     if len(regions):
         gt_area = regions.sum(axis=1, keepdims=True)
         pred_area = counts.sum(axis=0, keepdims=True)  # segments keep all their valid pixels
         iou = regions / (gt_area + pred_area - regions)
         matched_rows, matched_cols = linear_sum_assignment(iou, maximize=True)
         miou = float(iou[matched_rows, matched_cols].sum() / len(regions))
-        mbo = float(iou.max(axis=1).mean())
+        best_iou = iou.max(axis=1)
+        mbo = float(best_iou.mean())
+        matched_iou[matched_rows] = iou[matched_rows, matched_cols]
     else:
         miou = mbo = math.nan
 
@@ -107,8 +138,90 @@ def object_discovery(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None
         fg_ari = float(empty_fg_ari)
     else:
         fg_ari = adjusted_rand_index(foreground[:, foreground.sum(axis=0) > 0])
-    return {"miou": miou, "mbo": mbo, "fg_ari": fg_ari, "num_gt_regions": int(len(regions)),
-            "num_pred_segments": int(np.count_nonzero(counts.sum(axis=0)))}
+    result: dict = {"miou": miou, "mbo": mbo, "fg_ari": fg_ari,
+                    "num_gt_regions": int(len(regions)),
+                    "num_pred_segments": int(np.count_nonzero(counts.sum(axis=0)))}
+    if return_regions:
+        result.update(region_ids=gt_ids[keep].astype(np.int64),
+                      region_areas=regions.sum(axis=1).astype(np.int64),
+                      region_matched_iou=matched_iou.astype(np.float64),
+                      region_best_iou=np.asarray(best_iou, dtype=np.float64))
+    return result
+
+
+def _class_sort_key(cls: int | str) -> tuple[int, int | str]:
+    # ints before strings, then natural order within each kind: a total order even when one
+    # mapping mixes both kinds, and independent of the mapping's insertion order
+    return (0, cls) if isinstance(cls, int) else (1, cls)
+
+
+def _class_label(instance_id: int, cls: object) -> int | str:
+    if isinstance(cls, (bool, np.bool_)) or not isinstance(cls, (int, np.integer, str)):
+        raise TypeError(f"class of instance {instance_id} must be an int or a str, "
+                        f"got {type(cls).__name__} {cls!r}")
+    return str(cls) if isinstance(cls, str) else int(cls)
+
+
+def _present_classes(instances: np.ndarray, instance_classes: Mapping[int, object]
+                     ) -> tuple[np.ndarray, list[int | str], np.ndarray]:
+    """(instance map as int64, sorted classes present, instance id -> position in that list + 1)."""
+    instances = _as_label_map("instances", instances)
+    ids = np.unique(instances)
+    if len(ids) and ids[0] < 0:
+        raise ValueError(f"instance ids must be >= 0 (0 = background), got {int(ids[0])}")
+    ids = ids[ids > 0]
+    missing = [int(i) for i in ids if int(i) not in instance_classes]
+    if missing:
+        raise KeyError(f"instance_classes has no class for instance id(s) {missing}")
+    labels = [_class_label(int(i), instance_classes[int(i)]) for i in ids]
+    classes = sorted(set(labels), key=_class_sort_key)
+    class_id = {cls: k + 1 for k, cls in enumerate(classes)}
+    return instances, classes, np.array([class_id[label] for label in labels], dtype=np.int64)
+
+
+def class_map(instances: np.ndarray, instance_classes: Mapping[int, object]) -> np.ndarray:
+    """(H, W) int64 semantic map from an (H, W) instance map: 0 = background, 1..K = classes.
+
+    ``instances``: instance ids, 0 = background (never an instance; a class given for id 0 is not
+    used), ids >= 0. ``instance_classes``: {instance id: class (int or str)}; every id present must
+    have one, entries for ids absent from the map are not used. All instances of one class get one
+    id. Id assignment is deterministic: the K classes present are sorted (int classes in numeric
+    order, then str classes in lexicographic order; an int and a str are distinct classes even
+    if they read alike) and get ids 1..K in that order, whatever the mapping's order. Ids depend
+    on the classes present in the image, so they are not comparable across images.
+    """
+    instances, _, class_of_instance = _present_classes(instances, instance_classes)
+    ids = np.unique(instances)
+    ids = ids[ids > 0]
+    out = np.zeros(instances.shape, dtype=np.int64)
+    if len(ids):
+        foreground = instances > 0
+        out[foreground] = class_of_instance[np.searchsorted(ids, instances[foreground])]
+    return out
+
+
+def semantic_discovery(pred: np.ndarray, instances: np.ndarray,
+                       instance_classes: Mapping[int, object], ignore: np.ndarray | None = None,
+                       include_background: bool = True, return_regions: bool = False) -> dict:
+    """Class-level {"miou", "mbo"} (mIoU_c, mBO_c; paper Table 2/9) of one image.
+
+    Exactly ``object_discovery`` scored against ``class_map(instances, instance_classes)``: the
+    GT regions are the classes present (plus the background with ``include_background``), so a
+    segment covering two instances of one class is rewarded instead of penalised. ``ignore``
+    removes pixels from both maps as in ``object_discovery``. With ``return_regions=True`` the
+    per-region arrays of ``object_discovery`` are added (ids being class-map ids), together with
+    ``region_classes``: the class of each region (None for the background).
+    """
+    semantic = class_map(instances, instance_classes)
+    result = object_discovery(pred, semantic, ignore=ignore, include_background=include_background,
+                              return_regions=return_regions)
+    out: dict = {"miou": result["miou"], "mbo": result["mbo"]}
+    if return_regions:
+        _, classes, _ = _present_classes(instances, instance_classes)
+        out.update({key: result[key] for key in REGION_KEYS})
+        out["region_classes"] = [None if i == 0 else classes[int(i) - 1]
+                                 for i in result["region_ids"]]
+    return out
 
 
 def same_class_merged(pred: np.ndarray, gt_instances: np.ndarray, gt_classes: Mapping[int, object],
@@ -143,10 +256,37 @@ def same_class_merged(pred: np.ndarray, gt_instances: np.ndarray, gt_classes: Ma
 
 
 def mean_metrics(per_image: Sequence[Mapping[str, float]],
-                 names: Sequence[str] = ("miou", "mbo", "fg_ari")) -> dict[str, float]:
-    """Per-image averaging (the official and ocl convention), skipping NaN; plus counts."""
+                 names: Sequence[str] = ("miou", "mbo", "fg_ari"),
+                 averaging: str = "image") -> dict[str, float]:
+    """Dataset means of per-image results, skipping NaN; plus counts.
+
+    ``averaging="image"`` (official GLASS and ocl default, glass-facts "Evaluation"): mean of
+    the per-image values; ``{name}_images`` = number of images with a finite value.
+    ``averaging="object"``: "miou" and "mbo" are the means over all GT regions pooled across
+    images (``region_matched_iou`` / ``region_best_iou`` from
+    ``object_discovery(..., return_regions=True)``, ValueError if missing); ``{name}_regions``
+    = number of regions pooled and ``{name}_images`` = number of images with at least one.
+    Every other name (FG-ARI included: it has no per-region part) is averaged per image in both
+    modes.
+    """
+    if averaging not in ("image", "object"):
+        raise ValueError(f'averaging must be "image" or "object", got {averaging!r}')
     out: dict[str, float] = {}
     for name in names:
+        if averaging == "object" and name in _OBJECT_AVERAGED:
+            key = _OBJECT_AVERAGED[name]
+            missing = [k for k, r in enumerate(per_image) if key not in r]
+            if missing:
+                raise ValueError(f'averaging="object" needs per-region "{key}" in every image '
+                                 f"result (object_discovery(..., return_regions=True)); "
+                                 f"missing in image(s) {missing[:5]}")
+            arrays = [np.asarray(r[key], dtype=np.float64).ravel() for r in per_image]
+            pooled = np.concatenate(arrays) if arrays else np.zeros(0)
+            pooled = pooled[~np.isnan(pooled)]
+            out[name] = float(pooled.mean()) if len(pooled) else math.nan
+            out[f"{name}_regions"] = int(len(pooled))
+            out[f"{name}_images"] = int(sum(bool(np.isfinite(a).any()) for a in arrays))
+            continue
         values = np.array([r[name] for r in per_image], dtype=np.float64)
         finite = values[~np.isnan(values)]
         out[name] = float(finite.mean()) if len(finite) else math.nan
