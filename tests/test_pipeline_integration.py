@@ -31,9 +31,13 @@ def _copy_repo(destination: Path) -> None:
             shutil.copy2(source, target)
     subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
     # a clone has commits; DVCLive (training stages) fails on a repository without any
+    _commit_all(destination, "copy")
+
+
+def _commit_all(workdir: Path, message: str) -> None:
     identity = ["-c", "user.name=glass-test", "-c", "user.email=glass-test@localhost"]
-    subprocess.run(["git", "add", "-A"], cwd=destination, check=True)
-    subprocess.run(["git", *identity, "commit", "-q", "-m", "copy"], cwd=destination, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=workdir, check=True)
+    subprocess.run(["git", *identity, "commit", "-q", "-m", message], cwd=workdir, check=True)
 
 
 def _dvc(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -75,14 +79,20 @@ def cpu_repo(tmp_path_factory):
     _set_param(workdir, "train.phase2.steps", 2)
     _set_param(workdir, "train.data.batch_size", 4)
     _set_param(workdir, "train.logging.checkpoint_every", 2)
+    _set_param(workdir, "train.logging.grid_reconstruction_steps", 2)
+    _set_param(workdir, "evaluate.generation.images", 3)
+    _set_param(workdir, "evaluate.generation.num_inference_steps", 2)
+    _set_param(workdir, "evaluate.composition.images", 2)
+    _set_param(workdir, "evaluate.composition.num_inference_steps", 2)
+    _set_param(workdir, "evaluate.property_prediction.max_epochs", 3)
     first = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     return workdir, first
 
 
-def test_cpu_graph_runs_through_synthesis(cpu_repo):
+def test_cpu_graph_runs_through_evaluation(cpu_repo):
     workdir, first = cpu_repo
     assert _ran(first.stdout) == {"models", "prepare", "caption", "prompts", "synthesize",
-                                  "train_phase1", "train_phase2"}
+                                  "train_phase1", "train_phase2", "evaluate"}
     out = workdir / "data/cpu"
     assert len(read_jsonl(out / "prepared/index_caption.jsonl")) == 24
     assert len(read_jsonl(out / "prepared/index_eval.jsonl")) == 8
@@ -101,6 +111,9 @@ def test_cpu_graph_runs_through_synthesis(cpu_repo):
     assert (out / "train/phase2/model/unet/config.json").exists()
     metrics = _dvc(workdir, "metrics", "show").stdout
     assert "data/cpu/metrics/prompts.json" in metrics and "data/cpu/metrics/synthesis.json" in metrics
+    assert "data/cpu/metrics/evaluate.json" in metrics
+    assert "object_discovery.toy_val.miou_i" in metrics, metrics
+    assert (out / "eval/report.md").exists() and (out / "eval/curves/toy_val.csv").exists()
 
 
 def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_repo):
@@ -108,11 +121,20 @@ def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_re
     again = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     assert _ran(again.stdout) == set(), again.stdout
     _set_param(workdir, "train.phase2.steps", 3)
-    assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == {"train_phase2"}
+    assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == {"train_phase2",
+                                                                           "evaluate"}
+    # a convention is a param of evaluate alone; `dvc metrics diff` (which lists changed
+    # metrics only) against the committed run shows what it changed
+    _commit_all(workdir, "experiment baseline")
+    _set_param(workdir, "evaluate.conventions.include_background", False)
+    assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == {"evaluate"}
+    diff = _dvc(workdir, "metrics", "diff").stdout
+    assert "object_discovery.toy_val.miou_i" in diff, diff
+    assert "object_discovery.toy_val.fg_ari" not in diff, diff  # FG-ARI ignores background
     _set_param(workdir, "caption.backend", "template")
     changed = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     assert _ran(changed.stdout) == {"caption", "prompts", "synthesize", "train_phase1",
-                                    "train_phase2"}, changed.stdout
+                                    "train_phase2", "evaluate"}, changed.stdout
     captions = read_jsonl(workdir / "data/cpu/captions.jsonl")
     assert all(r["caption"].startswith("A high-quality image of ") for r in captions)
     assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == set()

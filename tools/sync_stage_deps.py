@@ -1,5 +1,8 @@
 """Rewrite the glass/ code dependencies of every stage in dvc.yaml to exactly the modules that
-stage's entry point imports (what tests/test_dvc_graph.py checks). Run from the repo root:
+stage's entry point imports (what tests/test_dvc_graph.py checks), then copy dvc.yaml to
+configs/cpu/dvc.yaml (the CPU configuration's identical graph; a real file, not a symlink, because
+DVC reads a committed symlink as a broken dvc.yaml when it loads metrics, plots or experiments
+from git revisions). Run from the repo root:
 
     python tools/sync_stage_deps.py
 """
@@ -11,6 +14,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+CPU_GRAPH = "configs/cpu/dvc.yaml"
 
 LIST_IMPORTED = """
 import importlib.util, json, sys
@@ -51,6 +56,8 @@ def main() -> None:
         lines[at:at] = [f"      - {f}" for f in files]
         text = text[:start] + "\n".join(lines) + text[end:]
     path.write_text(text)
+    Path(CPU_GRAPH).unlink(missing_ok=True)
+    Path(CPU_GRAPH).write_text(text)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 
 from glass.devices import resolve_device
 from glass.synth.pseudo_mask import BACKGROUND, UNSURE
+from glass.tiny.sam2 import load_sam2  # top level so the stage's dependency list includes it
 
 # sam2's SAM2AutomaticMaskGenerator defaults (sam2 1.1.0), chosen there for the Hiera-L model.
 DEFAULT_POINTS_PER_SIDE = 32
@@ -109,8 +110,6 @@ class Sam2MaskSource:
         min_class_overlap: float = DEFAULT_MIN_CLASS_OVERLAP,
     ) -> None:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-
-        from glass.tiny.sam2 import load_sam2
 
         if not 0.0 <= min_class_overlap <= 1.0:
             raise ValueError(f"min_class_overlap must be in [0, 1], got {min_class_overlap}")

@@ -36,9 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from glass.devices import resolve_device
 from glass.eval.datasets.coco import CocoFormatInstances, xywh_to_xyxy
 from glass.eval.datasets.sample import DEFAULT_CROWD, DEFAULT_OVERLAP, Preprocess, require
 from glass.io import atomic_open, file_sha256, write_json
+from glass.model_reference import REFERENCE_FILE, model_reference
+# glass.tiny.sam2 imports only torch/omegaconf at the top (sam2 itself lazily): cheap to import
+# here, and a stage's dependency list (tools/sync_stage_deps.py) then sees it
+from glass.tiny.sam2 import load_sam2, model_files, unavailable_model_message
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,6 @@ DEFAULT_BOX_BATCH_SIZE = 64
 
 def resolve_sam2_model(model: str | os.PathLike) -> str:
     """A hub id or model folder; a models-stage folder (with glass-model.json) is resolved."""
-    from glass.model_reference import REFERENCE_FILE, model_reference
-
     path = Path(model)
     if path.is_dir() and (path / REFERENCE_FILE).is_file():
         return model_reference(path)
@@ -64,8 +67,6 @@ def resolve_sam2_model(model: str | os.PathLike) -> str:
 
 def sam2_model_fingerprint(model: str) -> dict[str, str]:
     """What identifies the model's weights: sha256 of its config and checkpoint files."""
-    from glass.tiny.sam2 import model_files, unavailable_model_message
-
     folder = Path(model)
     if folder.is_dir():
         config, checkpoint = model_files(folder)
@@ -166,8 +167,6 @@ class Sam2BoxMasks:
         if self._predictor is None:
             from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-            from glass.devices import resolve_device
-            from glass.tiny.sam2 import load_sam2
 
             model = load_sam2(self.model_id, resolve_device(self.device))
             self._predictor = SAM2ImagePredictor(model)

@@ -1,0 +1,26 @@
+"""DVC stage ``evaluate``: object discovery, conditional and compositional generation and property
+prediction of the trained model (glass.eval.run), as DVC metrics, plots and a report."""
+
+import argparse
+
+from glass.eval.run import run_evaluation
+from glass.params import load_params
+from glass.stage_runner import run_stage
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", required=True, help="this configuration's params file")
+    parser.add_argument("--model", required=True, help="trained model folder (train_phase2)")
+    parser.add_argument("--prepared", required=True, help="output folder of the prepare stage")
+    parser.add_argument("--models", required=True, help="output folder of the models stage")
+    parser.add_argument("--out", required=True, help="folder for curves, grids and the report")
+    parser.add_argument("--metrics", required=True, help="metrics JSON (DVC metrics)")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    run_evaluation(params, args.model, args.prepared, args.out, args.metrics, models=args.models,
+                   config_name=params["config"]["name"])
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main)

@@ -1,0 +1,149 @@
+"""The evaluate stage's work (glass.eval.run) on a tiny trained folder and a tiny toy world, and
+the paper configuration's input validation."""
+
+import copy
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
+from glass.eval import run as eval_run
+from glass.model.diffusion_decoder import DiffusionDecoder
+from glass.model.encoder import FrozenDinov2Encoder
+from glass.model.glass import GlassModel
+from glass.model.mlp_decoder import MLPDecoder
+from glass.model.slot_attention import SlotAttention
+from glass.params import load_params
+from glass.train.trainer import save_trained_modules
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_sd_path, one_torch_thread):
+    from glass.tiny.dinov2 import build_tiny_dinov2
+
+    root = tmp_path_factory.mktemp("evaluate")
+    refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")), "stable_diffusion": str(tiny_sd_path)}
+    encoder = FrozenDinov2Encoder(refs["encoder"], image_size=64)
+    decoder = DiffusionDecoder.from_pretrained(refs["stable_diffusion"], image_size=48)
+    torch.manual_seed(0)
+    slot_attention = SlotAttention(input_dim=encoder.feature_dim, grid_size=list(encoder.grid_size),
+                                   num_slots=4, num_iterations=2, slot_size=16, mlp_hidden_size=16,
+                                   output_dim=decoder.conditioning_dim)
+    mlp_decoder = MLPDecoder(slot_size=16, feature_dim=encoder.feature_dim,
+                             num_tokens=int(np.prod(encoder.grid_size)), hidden_size=16, num_layers=3)
+    save_trained_modules(GlassModel(encoder, slot_attention, mlp_decoder, decoder), root / "model",
+                         2, refs, {"model": {"encoder_image_size": 64, "decoder_image_size": 48}})
+    write_coco_dataset(root / "prepared" / "toy", ToyWorldConfig(image_size=64),
+                       {"train": 10, "val": 6}, seed=0, progress=False)
+    params = load_params(REPO / "configs/cpu/params.yaml")
+    evaluate = params["evaluate"]
+    evaluate["preprocess"]["resolution"] = 64
+    evaluate["generation"].update(images=3, num_inference_steps=2)
+    evaluate["composition"].update(images=2, num_inference_steps=2)
+    evaluate["property_prediction"].update(max_epochs=3)
+    return root, params
+
+
+def test_evaluation_writes_metrics_curves_grids_and_report(setup):
+    root, params = setup
+    out, metrics_path = root / "eval", root / "metrics" / "evaluate.json"
+    returned = eval_run.run_evaluation(params, root / "model", root / "prepared", out, metrics_path,
+                                       config_name="cpu")
+    metrics = json.loads(metrics_path.read_text())
+    discovery = metrics["object_discovery"]["toy_val"]
+    for key in ("miou_i", "mbo_i", "miou_c", "mbo_c", "fg_ari", "miou_i_per_object", "so", "po",
+                "go", "bg"):
+        assert 0.0 <= discovery[key] <= 1.0, key
+    assert discovery["images"] == 6
+    assert discovery["mbo_i"] >= discovery["miou_i"] - 1e-9
+    assert abs(discovery["so"] + discovery["po"] + discovery["go"] + discovery["bg"] - 1) < 1e-9
+    generation = metrics["generation"]["toy_val"]
+    assert generation["images"] == 3 and generation["psnr"] > 0 and generation["dinov2_fd"] >= 0
+    # no Inception / AlexNet weights here: null in the metrics, the reason beside them
+    assert generation["fid"] is None and generation["lpips"] is None
+    assert not any(key.endswith("_unavailable") for key in generation)
+    reasons = json.loads((out / "conventions.json").read_text())["unavailable"]
+    assert "not found" in reasons["generation.toy_val.fid"]
+    assert returned["generation"]["toy_val"]["fid_unavailable"] == reasons["generation.toy_val.fid"]
+    probe = metrics["property_prediction"]["toy_val"]
+    assert 0.0 <= probe["class_top1"] <= 1.0 and probe["test_objects"] > 0
+    with open(out / "curves" / "toy_val.csv") as handle:
+        curve = list(csv.DictReader(handle))
+    found = [float(row["objects_found"]) for row in curve]
+    assert float(curve[0]["threshold"]) == 0.0 and found[0] == 1.0
+    assert all(a >= b for a, b in zip(found, found[1:]))   # a share that can only fall
+    for grid in ("slots_toy_val", "reconstruction_toy_val", "composition_toy_val"):
+        assert (out / "images" / f"{grid}.png").stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "toy_val" in report and "unavailable: " in report and "38.9" in report
+
+
+def test_conventions_change_the_numbers(setup):
+    root, params = setup
+    params = copy.deepcopy(params)
+    for task in ("generation", "property_prediction", "composition"):
+        params["evaluate"][task]["enabled"] = False
+    results = {}
+    for include_background in (True, False):
+        params["evaluate"]["conventions"]["include_background"] = include_background
+        out = root / f"eval-bg-{include_background}"
+        results[include_background] = eval_run.run_evaluation(
+            params, root / "model", root / "prepared", out, out / "m.json")
+    with_bg, without_bg = (results[b]["object_discovery"]["toy_val"] for b in (True, False))
+    assert with_bg["miou_i"] != without_bg["miou_i"]
+    assert set(results[True]) == {"object_discovery"}  # disabled tasks leave no section
+    recorded = json.loads((root / "eval-bg-False" / "conventions.json").read_text())
+    assert recorded["discovery"]["include_background"] is False
+
+
+def test_paper_configuration_lists_every_missing_input_before_loading_models(tmp_path, monkeypatch):
+    params = load_params(REPO / "params.yaml")
+    params["data"]["coco"]["root"] = str(tmp_path / "no-coco")
+    params["data"]["voc"]["root"] = str(tmp_path / "no-voc")
+    params["evaluate"]["datasets"]["clevrtex"]["root"] = str(tmp_path / "no-clevrtex")
+    params["evaluate"]["datasets"]["objects365"]["root"] = str(tmp_path / "no-objects365")
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were validated")
+
+    monkeypatch.setattr(eval_run, "TrainedGlass", no_models)
+    with pytest.raises(FileNotFoundError) as error:
+        eval_run.run_evaluation(params, tmp_path / "model", tmp_path / "prepared", tmp_path / "out",
+                                tmp_path / "metrics.json", models=tmp_path / "models")
+    message = str(error.value)
+    for missing in ("no-coco", "no-voc", "no-clevrtex", "no-objects365", "glass.json"):
+        assert missing in message, missing
+    assert not (tmp_path / "out").exists()
+
+
+def test_hub_weights_missing_from_the_cache_are_named(tmp_path, monkeypatch):
+    model = tmp_path / "model"
+    for module in ("slot_attention", "mlp_decoder"):
+        (model / module).mkdir(parents=True)
+        (model / module / "config.json").write_text("{}")
+    (model / "glass.json").write_text(json.dumps({
+        "encoder": {"source": "hub", "id": "facebook/dinov2-base"},
+        "stable_diffusion": {"source": "local", "path": "../gone"}, "unet": None,
+        "encoder_image_size": 448, "decoder_image_size": 256}))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    problems = eval_run.model_problems(model)
+    assert any("facebook/dinov2-base" in p and "huggingface-cli download" in p for p in problems)
+    assert any("gone" in p and "models stage" in p for p in problems)
+
+
+def test_stage_script_fails_cleanly_on_the_paper_configuration(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "stages/evaluate.py", "--params", "params.yaml", "--model",
+         str(tmp_path / "model"), "--prepared", str(tmp_path / "prepared"), "--models",
+         str(tmp_path / "models"), "--out", str(tmp_path / "out"), "--metrics",
+         str(tmp_path / "metrics.json")], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "evaluate cannot start" in result.stderr and "Traceback" not in result.stderr
