@@ -6,5 +6,6 @@ source scripts/env.sh
 start=$(date +%s)
 dvc repro configs/cpu/dvc.yaml "$@"
 dvc metrics show data/cpu/metrics/prompts.json data/cpu/metrics/synthesis.json \
-    data/cpu/train/phase1/live/metrics.json data/cpu/train/phase2/live/metrics.json
+    data/cpu/train/phase1/live/metrics.json data/cpu/train/phase2/live/metrics.json \
+    data/cpu/metrics/evaluate.json
 echo "CPU configuration reproduced in $(( $(date +%s) - start )) s; outputs in data/cpu/"
