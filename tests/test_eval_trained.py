@@ -104,12 +104,16 @@ def test_composition_rows_edit_the_conditioning(trained_dir):
     model = TrainedGlass(trained_dir)
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     instances = [np.pad(np.ones((10, 10), np.int32), ((0, 22), (0, 22))), None]
-    rows = composition_rows(model, images, ["x", "y"], instances, num_inference_steps=2)
+    # images of different sizes are fine: each is encoded on its own
+    small = torch.nn.functional.interpolate(images[1:2], size=(24, 40), mode="bilinear")
+    rows = composition_rows(model, [images[0:1], small], ["x", "y"], instances,
+                            num_inference_steps=2)
     assert len(rows) == 2 and all(len(row) == 6 for row in rows)
+    assert rows[1][0].shape == (24, 40, 3) and rows[1][1].shape == (24, 40)
     reconstruction, removed, added = rows[0][2], rows[0][3], rows[0][5]
     assert reconstruction.shape == (48, 48, 3) and reconstruction.dtype == np.uint8
     # same noise, different slot sets: the edits change the image
     assert not np.array_equal(reconstruction, removed)
     assert not np.array_equal(reconstruction, added)
     with pytest.raises(ValueError, match="two images"):
-        composition_rows(model, images[:1], ["x"], [None], num_inference_steps=1)
+        composition_rows(model, [images[:1]], ["x"], [None], num_inference_steps=1)

@@ -147,3 +147,38 @@ def test_stage_script_fails_cleanly_on_the_paper_configuration(tmp_path):
          str(tmp_path / "metrics.json")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "evaluate cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_encoder_gets_its_own_view_of_the_original_image():
+    from glass.eval.datasets import EvalSample, Preprocess
+
+    # a smooth image, so that two resamplings of the same region agree closely
+    ys, xs = np.mgrid[0:300, 0:400]
+    image = np.stack([xs / 400 * 255, ys / 300 * 255, (xs + ys) / 700 * 255], -1).astype(np.uint8)
+    instances = np.zeros((300, 400), np.int32)
+    instances[100:200, 150:250] = 1
+    sample = EvalSample("k", image, instances, {1: "kite"}, np.zeros((300, 400), bool))
+    out = Preprocess(resolution=256, model_resolution=448)(sample)
+    assert out.image.shape == (256, 256, 3) and out.model_image.shape == (448, 448, 3)
+    # the same centre region: the model view brought down to 256 matches the evaluation image
+    from PIL import Image
+
+    down = np.asarray(Image.fromarray(out.model_image).resize((256, 256), Image.BILINEAR))
+    assert np.abs(down.astype(int) - out.image.astype(int)).mean() < 2.0
+    assert Preprocess(resolution=256)(sample).model_image is None
+
+
+def test_an_empty_dataset_or_a_bad_convention_is_reported_before_loading(setup, monkeypatch):
+    root, params = setup
+    params = copy.deepcopy(params)
+    params["evaluate"]["conventions"]["mask_source"] = "decoder"
+    params["evaluate"]["datasets"]["toy_val"]["limit"] = 0
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were validated")
+
+    monkeypatch.setattr(eval_run, "TrainedGlass", no_models)
+    with pytest.raises(FileNotFoundError) as error:
+        eval_run.run_evaluation(params, root / "model", root / "prepared", root / "bad",
+                                root / "bad.json")
+    assert "mask_source" in str(error.value) and "holds no images" in str(error.value)

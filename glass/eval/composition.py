@@ -73,28 +73,32 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
         .astype(np.uint8)
 
 
-def composition_rows(model: TrainedGlass, images: torch.Tensor, keys: list[str],
-                     instances: Sequence[np.ndarray | None], num_inference_steps: int
-                     ) -> list[list[np.ndarray]]:
-    """One grid row per image i, with image i+1 (cyclically) as the donor:
-    [input with the edited slot outlined, slot masks, reconstruction, slot removed,
-     donor with its slot outlined, donor slot added]."""
+def composition_rows(model: TrainedGlass, images: Sequence[torch.Tensor], keys: list[str],
+                     instances: Sequence[np.ndarray | None], num_inference_steps: int,
+                     mask_source: str = "slot_attention") -> list[list[np.ndarray]]:
+    """One grid row per image i (``images``: (1, 3, H, W) tensors, any size), with image i+1
+    (cyclically) as the donor: [input with the edited slot outlined, slot masks, reconstruction,
+    slot removed, donor with its slot outlined, donor slot added]. ``instances``: ground truth
+    at each image's size (or None)."""
     if len(images) < 2:
         raise ValueError("compositional generation needs at least two images (one is the donor)")
-    slots = model.slots(images, keys)
-    maps = model.soft_masks(slots, tuple(images.shape[-2:])).argmax(dim=1).cpu().numpy()
+    conditioning, maps = [], []
+    for image, key in zip(images, keys, strict=True):
+        slots = model.slots(image, [key])
+        conditioning.append(slots.conditioning[0])
+        maps.append(model.soft_masks(slots, tuple(image.shape[-2:]), mask_source)
+                    .argmax(dim=1)[0].cpu().numpy())
     chosen = [object_slot(maps[i], instances[i]) for i in range(len(keys))]
-    conditioning = slots.conditioning
     rows = []
     for i, key in enumerate(keys):
         donor = (i + 1) % len(keys)
-        reconstruction = model.generate(conditioning[i:i + 1], [key], num_inference_steps)[0]
+        reconstruction = model.generate(conditioning[i][None], [key], num_inference_steps)[0]
         removed = model.generate(remove_slot(conditioning[i], chosen[i])[None], [key],
                                  num_inference_steps)[0]
         added = model.generate(add_slot(conditioning[i], conditioning[donor][chosen[donor]])[None],
                                [key], num_inference_steps)[0]
-        rows.append([outline(_to_uint8(images[i]), maps[i] == chosen[i]), maps[i] + 1,
+        rows.append([outline(_to_uint8(images[i][0]), maps[i] == chosen[i]), maps[i] + 1,
                      _to_uint8(reconstruction), _to_uint8(removed),
-                     outline(_to_uint8(images[donor]), maps[donor] == chosen[donor]),
+                     outline(_to_uint8(images[donor][0]), maps[donor] == chosen[donor]),
                      _to_uint8(added)])
     return rows

@@ -3,7 +3,10 @@ against instance and class ground truth, with every convention explicit.
 
 Per image: instance-level mIoU/mBO/FG-ARI (``object_discovery``), class-level mIoU_c/mBO_c
 (``semantic_discovery``) and SO/PO/GO slot-binding counts (``slot_binding``). Per dataset: per-image
-averages (the official GLASS default), per-object averages, pooled slot-binding shares and the
+averages (the official GLASS default); per-object averages (``*_per_object``: pooled over every
+ground-truth region of the dataset, so with ``include_background`` each image's background region
+counts as one more region); pooled slot-binding shares; ``objects``, the number of ground-truth
+objects (id > 0); and the
 best-overlap curve (share of ground-truth objects whose best IoU reaches each threshold), which
 the evaluate stage writes as a DVC plot.
 """
@@ -21,7 +24,7 @@ from tqdm import tqdm
 from glass.eval.datasets import EvalSample
 from glass.eval.object_discovery import mean_metrics, object_discovery, semantic_discovery
 from glass.eval.slot_binding import slot_binding, slot_binding_shares
-from glass.eval.trained_model import TrainedGlass
+from glass.eval.trained_model import MASK_SOURCES, TrainedGlass
 
 CURVE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
 
@@ -35,13 +38,35 @@ class DiscoveryConventions:
     mask_source: str = "slot_attention"  # or "mlp_decoder"
     slot_binding_threshold: float = 0.5  # SO/PO/GO, glass.eval.slot_binding
 
+    def __post_init__(self) -> None:
+        # checked here, so that a wrong setting fails before any model is loaded
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"evaluate.conventions.mask_source must be one of {MASK_SOURCES}, "
+                             f"got {self.mask_source!r}")
+        if not 0.0 < float(self.slot_binding_threshold) <= 1.0:
+            raise ValueError("evaluate.conventions.slot_binding_threshold must be in (0, 1], got "
+                             f"{self.slot_binding_threshold!r}")
+        if not isinstance(self.include_background, bool):
+            raise ValueError("evaluate.conventions.include_background must be true or false")
+        object.__setattr__(self, "empty_fg_ari", float(self.empty_fg_ari))
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def _to_tensor(image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float()[None] / 255.0
+
+
 def image_tensor(sample: EvalSample) -> torch.Tensor:
-    """(1, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(sample.image.copy()).permute(2, 0, 1).float()[None] / 255.0
+    """The model's input, (1, 3, H, W) float in [0, 1]: the sample's own view for the encoder
+    (``model_image``) when the preprocessing made one, else the evaluation image."""
+    return _to_tensor(sample.model_image if sample.model_image is not None else sample.image)
+
+
+def ground_truth_image(sample: EvalSample) -> torch.Tensor:
+    """The evaluation image (aligned with the ground truth), (1, 3, H, W) float in [0, 1]."""
+    return _to_tensor(sample.image)
 
 
 def evaluate_image(pred: np.ndarray, sample: EvalSample,
@@ -78,7 +103,9 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, float | int]:
         "miou_i_per_object": per_object["miou"], "mbo_i_per_object": per_object["mbo"],
         "miou_c": semantic["miou"], "mbo_c": semantic["mbo"],
         "so": shares["SO"], "po": shares["PO"], "go": shares["GO"], "bg": shares["BG"],
-        "images": len(records), "objects": int(per_object.get("miou_regions", 0)),
+        "images": len(records),
+        "objects": int(sum(np.count_nonzero(np.asarray(r["instance"]["region_ids"]) != 0)
+                           for r in records)),
     }
 
 
@@ -90,8 +117,9 @@ def evaluate_object_discovery(model: TrainedGlass, samples: Iterable[EvalSample]
     """(summary metrics, best-overlap curve, grid rows: image, ground truth, slot masks)."""
     records, rows = [], []
     for sample in tqdm(samples, desc=f"object discovery {description}".strip(), total=total):
+        # masks from the model's view, upsampled to the ground truth (official GLASS evaluation)
         pred = model.predict_masks(image_tensor(sample), [sample.key],
-                                   source=conventions.mask_source)[0]
+                                   source=conventions.mask_source, size=sample.size)[0]
         records.append(evaluate_image(pred, sample, conventions))
         if len(rows) < grid_rows:
             truth = np.where(sample.ignore, 255, sample.instances).astype(np.int64)

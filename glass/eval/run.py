@@ -26,7 +26,9 @@ from tqdm import tqdm
 
 from glass.eval.composition import composition_rows
 from glass.eval.datasets import EvalDataset, load_eval_dataset
-from glass.eval.discovery import DiscoveryConventions, evaluate_object_discovery, image_tensor
+from glass.data.classes import COCO_CLASSES
+from glass.eval.discovery import (DiscoveryConventions, evaluate_object_discovery,
+                                  ground_truth_image, image_tensor)
 from glass.eval.generation import GenerationMetrics
 from glass.eval.property_probe import ProbeSamples, match_slots_to_objects, property_prediction
 from glass.eval.report import render_report
@@ -36,6 +38,7 @@ from glass.model_reference import resolve_reference
 from glass.viz import save_grid
 
 log = logging.getLogger(__name__)
+CLASS_INDEX = {name: index for index, name in enumerate(COCO_CLASSES)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,14 +62,21 @@ def dataset_params(name: str, spec: dict[str, Any], data: dict[str, Any], prepar
             params["root"] = data[kind]["root"]
         else:
             raise ValueError(f"evaluate.datasets.{name}.root is required for {kind}")
+    # a null split / id list means the evaluation split the data section names
+    if kind == "coco" and params.get("split", "unset") is None:
+        params["split"] = data["coco"]["eval_split"]
+    if kind == "voc" and params.get("image_list", "unset") is None:
+        params["image_list"] = data["voc"]["eval_list"]
     for key, value in preprocess.items():
         params.setdefault(key, value)
     return kind, params
 
 
 def open_datasets(evaluate: dict[str, Any], data: dict[str, Any], prepared: Path,
-                  names: set[str], models: Path | None = None) -> dict[str, EvalDataset]:
-    """Readers for ``names``; constructing one checks its files (clear errors naming paths)."""
+                  names: set[str], models: Path | None = None,
+                  model_resolution: int | None = None) -> dict[str, EvalDataset]:
+    """Readers for ``names``; constructing one checks its files (clear errors naming paths).
+    ``model_resolution``: the encoder's input size, for its own view of each original image."""
     readers = {}
     for name in sorted(names):
         if name not in evaluate["datasets"]:
@@ -79,6 +89,8 @@ def open_datasets(evaluate: dict[str, Any], data: dict[str, Any], prepared: Path
                 raise ValueError(f"evaluate.datasets.{name}.sam2_model is not set and no models "
                                  "folder was given (its sam2/ model prompts the masks)")
             params["sam2_model"] = str(models / "sam2")
+        if model_resolution is not None:
+            params.setdefault("model_resolution", model_resolution)
         readers[name] = load_eval_dataset(kind, **params)
     return readers
 
@@ -108,7 +120,8 @@ def model_problems(model_dir: Path) -> list[str]:
         entry = info[role]
         reference = resolve_reference(entry, model_dir)
         local = (entry.get("source") == "local" if isinstance(entry, dict)
-                 else Path(reference).exists())
+                 else Path(reference).is_absolute() or reference.startswith(".")
+                 or Path(reference).exists())
         if local and not Path(reference).exists():
             problems.append(f"{role} folder {reference} (recorded in {model_dir}/glass.json) is "
                             "missing: rerun the models stage (dvc repro)")
@@ -135,15 +148,42 @@ def validate_inputs(evaluate: dict[str, Any], data: dict[str, Any], prepared: Pa
                     model_dir: Path, models: Path | None = None) -> dict[str, EvalDataset]:
     """Check everything the evaluation needs before loading any model; one error lists all."""
     problems = model_problems(model_dir)
+    try:
+        DiscoveryConventions(**evaluate.get("conventions", {}))
+    except (TypeError, ValueError) as error:
+        problems.append(f"evaluate.conventions: {error}")
+    try:
+        model_resolution = int(read_trained_info(model_dir)["encoder_image_size"])
+    except FileNotFoundError:
+        model_resolution = None   # already reported
     readers: dict[str, EvalDataset] = {}
     for name in sorted(used_datasets(evaluate)):
         try:
-            readers.update(open_datasets(evaluate, data, prepared, {name}, models))
-        except (FileNotFoundError, ValueError, TypeError) as error:
+            reader = open_datasets(evaluate, data, prepared, {name}, models,
+                                   model_resolution)[name]
+            problem = reader_problem(reader)
+            if problem:
+                problems.append(f"dataset {name}: {problem}")
+            readers[name] = reader
+        except (FileNotFoundError, ValueError, TypeError, RuntimeError) as error:
             problems.append(f"dataset {name}: {error}")
     if problems:
         raise FileNotFoundError("evaluate cannot start:\n  - " + "\n  - ".join(problems))
     return readers
+
+
+def reader_problem(reader: EvalDataset) -> str | None:
+    """Read what a reader needs up front: its index (CLEVRTex builds it lazily), its first
+    sample (image and mask files), and for Objects365 the SAM 2 weights' fingerprint (without
+    loading SAM 2 or computing masks)."""
+    if len(reader) == 0:
+        return "it holds no images (check the folder, split and limit)"
+    sam = getattr(reader, "sam", None)
+    if sam is not None:
+        sam.fingerprint  # a property: hashes the weights files, raising if they are missing
+        return None   # reading a sample would run SAM 2: the weights check is enough
+    reader[0]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,12 +208,13 @@ def run_generation(model: TrainedGlass, reader: EvalDataset, section: dict[str, 
     side = int(model.info["decoder_image_size"])
     rows = []
     for sample in tqdm(samples, total=count, desc="conditional generation"):
-        image = image_tensor(sample)
-        slots = model.slots(image, [sample.key])
+        slots = model.slots(image_tensor(sample), [sample.key])
         generated = model.generate(slots.conditioning, [sample.key],
                                    int(section["num_inference_steps"]))
-        real = torch.nn.functional.interpolate(image, size=(side, side), mode="bilinear",
-                                               antialias=True, align_corners=False).clamp(0, 1)
+        # the reconstruction is compared with the evaluation image at the decoder's size
+        real = torch.nn.functional.interpolate(ground_truth_image(sample), size=(side, side),
+                                               mode="bilinear", antialias=True,
+                                               align_corners=False).clamp(0, 1)
         metrics.update(real.to(device), generated.to(device))
         if len(rows) < int(section.get("grid_rows", 4)):
             rows.append([sample.image, (generated[0].permute(1, 2, 0).cpu().numpy() * 255)
@@ -186,47 +227,56 @@ def run_generation(model: TrainedGlass, reader: EvalDataset, section: dict[str, 
 
 
 def probe_samples(model: TrainedGlass, reader: EvalDataset, limit: int | None,
-                  class_index: dict[str, int], description: str) -> ProbeSamples:
+                  mask_source: str, description: str) -> ProbeSamples:
+    """Slot vectors matched (IoU, Hungarian) to ground-truth objects, with their class index in
+    the fixed COCO class list (every dataset here uses COCO names) and box centre."""
     parts = []
     samples, count = limited(reader, limit)
     for sample in tqdm(samples, total=count, desc=f"property probe {description}"):
         slots = model.slots(image_tensor(sample), [sample.key])
-        masks = model.soft_masks(slots, sample.size)[0]
-        classes = {iid: class_index.setdefault(name, len(class_index))
-                   for iid, name in sorted(sample.instance_classes.items())}
-        matches = match_slots_to_objects(masks.numpy(), sample.instances, classes,
+        masks = model.soft_masks(slots, sample.size, mask_source)[0].cpu().numpy()
+        classes = {}
+        for iid, name in sample.instance_classes.items():
+            if name not in CLASS_INDEX:
+                raise ValueError(f"property prediction: {sample.key} has class {name!r}, which "
+                                 "is not a COCO class (probes use the 80 COCO classes)")
+            classes[iid] = CLASS_INDEX[name]
+        matches = match_slots_to_objects(masks, sample.instances, classes,
                                          boxes=sample.boxes, ignore=sample.ignore)
         if matches:
-            parts.append(ProbeSamples.from_matches(sample.key, slots.slots[0].numpy(), matches))
+            parts.append(ProbeSamples.from_matches(sample.key, slots.slots[0].cpu().numpy(),
+                                                   matches))
     if not parts:
         raise ValueError(f"property prediction: no slot matched an object in {description}")
     return ProbeSamples.concatenate(parts)
 
 
 def run_property_prediction(model: TrainedGlass, readers: dict[str, EvalDataset],
-                            section: dict[str, Any], seed: int, device: str) -> dict[str, Any]:
-    class_index: dict[str, int] = {}
+                            section: dict[str, Any], seed: int, device: str,
+                            mask_source: str) -> dict[str, Any]:
     train = probe_samples(model, readers[section["train_dataset"]], section.get("train_limit"),
-                          class_index, section["train_dataset"])
+                          mask_source, section["train_dataset"])
     test = probe_samples(model, readers[section["test_dataset"]], section.get("test_limit"),
-                         class_index, section["test_dataset"])
-    result = property_prediction(train, test, num_classes=len(class_index),
+                         mask_source, section["test_dataset"])
+    result = property_prediction(train, test, num_classes=len(COCO_CLASSES),
                                  max_epochs=int(section["max_epochs"]),
                                  batch_size=int(section["batch_size"]),
                                  val_fraction=float(section.get("val_fraction", 0.1)),
                                  seed=seed, device=device)
     return {"class_top1": result["class_accuracy"], "centre_mse": result["centre_mse"],
             "train_objects": result["num_train"], "test_objects": result["num_test"],
-            "classes": len(class_index)}
+            "classes": int(len(np.unique(np.concatenate([train.classes, test.classes]))))}
 
 
-def run_composition(model: TrainedGlass, reader: EvalDataset,
-                    section: dict[str, Any]) -> list[list[np.ndarray]]:
+def run_composition(model: TrainedGlass, reader: EvalDataset, section: dict[str, Any],
+                    mask_source: str) -> list[list[np.ndarray]]:
+    """Fig. 6 grids on the first ``images`` images (qualitative: the slots come from the
+    evaluation image, so that masks, outlines and ground truth share its pixels)."""
     samples, _ = limited(reader, max(2, int(section.get("images", 4))))
     samples = list(samples)
-    images = torch.cat([image_tensor(s) for s in samples])
-    return composition_rows(model, images, [s.key for s in samples],
-                            [s.instances for s in samples], int(section["num_inference_steps"]))
+    return composition_rows(model, [ground_truth_image(s) for s in samples],
+                            [s.key for s in samples], [s.instances for s in samples],
+                            int(section["num_inference_steps"]), mask_source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,9 +305,13 @@ def run_evaluation(params: dict[str, Any], model_dir: str | Path, prepared: str 
     seed = int(evaluate.get("seed", 0))
     conventions = DiscoveryConventions(**evaluate.get("conventions", {}))
     model = TrainedGlass(model_dir, seed=seed, device=device)
+    # declared DVC plot folders exist even when a task is switched off
+    (out / "curves").mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
 
     metrics: dict[str, Any] = {}
-    recorded = {"discovery": conventions.as_dict(), "datasets": {}}
+    recorded = {"discovery": conventions.as_dict(),
+                "datasets": {name: reader.conventions() for name, reader in readers.items()}}
     for name in evaluate.get("object_discovery") or []:
         samples, count = limited(readers[name], evaluate.get("limit"))
         summary, curve, rows = evaluate_object_discovery(model, samples, conventions,
@@ -265,7 +319,6 @@ def run_evaluation(params: dict[str, Any], model_dir: str | Path, prepared: str 
         metrics.setdefault("object_discovery", {})[name] = summary
         write_curve(out / "curves" / f"{name}.csv", curve)
         save_grid(out / "images" / f"slots_{name}.png", rows)
-        recorded["datasets"][name] = readers[name].conventions()
         log.info("object discovery %s: %s", name, summary)
 
     generation = evaluate.get("generation") or {}
@@ -278,13 +331,15 @@ def run_evaluation(params: dict[str, Any], model_dir: str | Path, prepared: str 
 
     probe = evaluate.get("property_prediction") or {}
     if probe.get("enabled", True) and probe.get("test_dataset"):
-        result = run_property_prediction(model, readers, probe, seed, device)
+        result = run_property_prediction(model, readers, probe, seed, device,
+                                         conventions.mask_source)
         metrics["property_prediction"] = {probe["test_dataset"]: result}
         log.info("property prediction %s: %s", probe["test_dataset"], result)
 
     composition = evaluate.get("composition") or {}
     if composition.get("enabled", True) and composition.get("dataset"):
-        rows = run_composition(model, readers[composition["dataset"]], composition)
+        rows = run_composition(model, readers[composition["dataset"]], composition,
+                               conventions.mask_source)
         save_grid(out / "images" / f"composition_{composition['dataset']}.png", rows)
 
     metrics = finite_or_none(metrics)

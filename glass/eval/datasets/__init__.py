@@ -13,7 +13,9 @@
 =============  ======================================================================
 
 Preprocessing params shared by all: ``resolution`` (256; None = full resolution), ``crop``
-("center" | "none"), ``image_resample`` ("bilinear" | "bicubic"), or a ready ``preprocess=``;
+("center" | "none"), ``image_resample`` ("bilinear" | "bicubic"), ``model_resolution`` (the
+encoder's own view of the original image, e.g. 448; None = the model sees ``image``), or a ready
+``preprocess=``;
 and ``limit`` (first N images of the reader's fixed order). Every other param goes to the
 reader; each convention's default is the official GLASS evaluation's (glass-facts.md
 "Evaluation"), and ``reader.conventions()`` lists the ones in force for the records.
@@ -39,7 +41,7 @@ EVAL_DATASETS: dict[str, type[EvalDataset]] = {
     "clevrtex": ClevrTexInstances,
     "objects365": Objects365Instances,
 }
-_PREPROCESS_FIELDS = ("resolution", "crop", "image_resample")
+_PREPROCESS_FIELDS = ("resolution", "crop", "image_resample", "model_resolution")
 
 __all__ = [
     "EVAL_DATASETS", "load_eval_dataset", "EvalDataset", "EvalSample", "Preprocess",

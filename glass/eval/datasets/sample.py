@@ -75,6 +75,9 @@ class EvalSample:
     ignore: np.ndarray
     boxes: dict[int, Box] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The encoder's input when it differs from ``image`` (Preprocess.model_resolution): the
+    # original image resized for the model, covering the same region as ``image``.
+    model_image: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         image, instances, ignore = self.image, self.instances, self.ignore
@@ -181,6 +184,10 @@ class Preprocess:
     resolution: int | None = OFFICIAL_RESOLUTION
     crop: str = "center"
     image_resample: str = "bilinear"
+    # The official evaluation feeds the encoder its own view of the ORIGINAL image (short side to
+    # the encoder's input size, 448 for DINOv2 in GLASS, same centre crop) instead of upsampling the
+    # 256-px ground-truth crop (glass-facts "Evaluation"); None = the model sees ``image``.
+    model_resolution: int | None = None
 
     def __post_init__(self) -> None:
         if self.resolution is not None:
@@ -189,23 +196,52 @@ class Preprocess:
                 raise ValueError(f"resolution must be a positive integer or None, got "
                                  f"{self.resolution!r}")
             object.__setattr__(self, "resolution", int(self.resolution))   # e.g. from numpy
+        if self.model_resolution is not None:
+            if isinstance(self.model_resolution, bool) or int(self.model_resolution) < 1:
+                raise ValueError(f"model_resolution must be a positive integer or None, got "
+                                 f"{self.model_resolution!r}")
+            object.__setattr__(self, "model_resolution", int(self.model_resolution))
         check_option("crop", self.crop, CROP_MODES)
         check_option("image_resample", self.image_resample, tuple(IMAGE_RESAMPLING))
 
     def as_dict(self) -> dict[str, Any]:
         return {"resolution": self.resolution, "crop": self.crop,
-                "image_resample": self.image_resample}
+                "image_resample": self.image_resample, "model_resolution": self.model_resolution}
 
-    def resized_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) after the shortest-side resize (before the crop)."""
-        size = self.resolution
+    def resized_size(self, height: int, width: int,
+                     size: int | None | str = "resolution") -> tuple[int, int]:
+        """(height, width) after the shortest-side resize to ``size`` (default: ``resolution``),
+        before the crop."""
+        if size == "resolution":
+            size = self.resolution
         if size is None:
             return height, width
         if width <= height:
             return int(size * height / width), size
         return size, int(size * width / height)
 
+    def model_input(self, image: np.ndarray) -> np.ndarray:
+        """The encoder's view of the original ``image``: short side to ``model_resolution``,
+        then the same kind of crop as the ground truth (so both cover the same region)."""
+        height, width = image.shape[:2]
+        new_height, new_width = self.resized_size(height, width, self.model_resolution)
+        resized = np.asarray(Image.fromarray(image).resize(
+            (new_width, new_height), IMAGE_RESAMPLING[self.image_resample]))
+        if self.crop != "center" or self.resolution is None:
+            return resized
+        size = self.model_resolution
+        top = int(round((new_height - size) / 2.0))
+        left = int(round((new_width - size) / 2.0))
+        return resized[top:top + size, left:left + size]
+
     def __call__(self, sample: EvalSample) -> EvalSample:
+        model_image = (self.model_input(sample.image) if self.model_resolution is not None
+                       else None)
+        out = self._resize_ground_truth(sample)
+        out.model_image = model_image
+        return out
+
+    def _resize_ground_truth(self, sample: EvalSample) -> EvalSample:
         if self.resolution is None:
             return sample
         height, width = sample.size
