@@ -91,6 +91,10 @@ def test_phase_one_then_two_save_from_pretrained_loadable_modules(setup):
     changed = any(not torch.equal(a, b) for a, b in zip(unet.state_dict().values(),
                                                         original.state_dict().values()))
     assert changed  # phase 2 fine-tunes the UNet
+    # no absolute load path in the saved configs: the same bytes wherever the repo lives
+    for module in ("slot_attention", "mlp_decoder", "unet"):
+        assert "_name_or_path" not in json.loads(
+            (root / "p2" / "model" / module / "config.json").read_text())
     # slot attention moves only at lr 1e-8 in phase 2
     before = load_file(p1 / "slot_attention" / "diffusion_pytorch_model.safetensors")
     after = load_file(root / "p2" / "model" / "slot_attention" / "diffusion_pytorch_model.safetensors")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,6 +171,17 @@ def check_finite(terms: dict[str, torch.Tensor], step: int, keys: list[str]) -> 
                             "these samples")
 
 
+def drop_load_path(config_path: Path) -> None:
+    """diffusers records where a model was loaded from (``_name_or_path``, an absolute path)
+    in the config it saves; without it the outputs are the same bytes in every clone, so DVC
+    hashes (and dvc.lock) do not depend on where the repository lives."""
+    if not config_path.is_file():
+        return
+    config = json.loads(config_path.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        write_json(config_path, config)
+
+
 def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dict[str, str],
                          train: dict[str, Any]) -> None:
     """from_pretrained-loadable modules plus a reference file for the frozen parts."""
@@ -180,6 +190,8 @@ def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dic
     model.mlp_decoder.save_pretrained(out_dir / "mlp_decoder")
     if phase == 2:
         model.decoder.unet.save_pretrained(out_dir / "unet")
+    for module in ("slot_attention", "mlp_decoder", "unet"):
+        drop_load_path(out_dir / module / "config.json")
     write_json(out_dir / "glass.json", {
         "phase": phase, "encoder": portable_reference(refs["encoder"], out_dir),
         "stable_diffusion": portable_reference(refs["stable_diffusion"], out_dir),
