@@ -144,7 +144,7 @@ def test_coco_spot_checks_of_the_conventions(coco_root):
 
 
 def test_coco_defaults_match_the_existing_official_reader(coco_root):
-    from glass.eval.coco_instances import iter_instance_maps
+    from reference.coco_instance_maps import iter_instance_maps
 
     reader = CocoInstances(coco_root, preprocess=FULL)
     official = list(iter_instance_maps(coco_root / "val2017",
@@ -173,7 +173,7 @@ def test_coco_limit_and_determinism(coco_root):
 
 def test_toy_world_val_split_reads_like_the_official_reader(tmp_path):
     from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
-    from glass.eval.coco_instances import iter_instance_maps
+    from reference.coco_instance_maps import iter_instance_maps
 
     toy = tmp_path / "toy"
     write_coco_dataset(toy, ToyWorldConfig(image_size=32), {"val": 2}, seed=3, progress=False)

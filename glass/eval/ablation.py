@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
-from glass.eval.coco_instances import iter_instance_maps
+from glass.eval.datasets import Preprocess, ToyInstances
+from glass.eval.discovery import image_tensor
 from glass.eval.object_discovery import mean_metrics, object_discovery, same_class_merged
 from glass.eval.trained_model import TrainedGlass
 from glass.io import atomic_open, write_json
@@ -71,12 +71,13 @@ def prepare_data(work_dir: Path, synth_toy: dict[str, Any], train_samples: int, 
 def evaluate(model_dir: Path, eval_dir: Path, seed: int) -> dict[str, float]:
     model = TrainedGlass(model_dir, seed=seed)
     per_image, merged = [], []
-    for image_id, image, instances, classes in iter_instance_maps(
-            eval_dir / "images" / "val", eval_dir / "annotations" / "instances_val.json"):
-        tensor = torch.from_numpy(image.copy()).permute(2, 0, 1).float()[None] / 255.0
-        pred = model.predict_masks(tensor, [f"eval-{image_id}"])[0]
-        per_image.append(object_discovery(pred, instances, include_background=True))
-        verdict = same_class_merged(pred, instances, classes)
+    # full resolution: the toy images are already the encoder's size
+    for sample in ToyInstances(eval_dir, split="val", preprocess=Preprocess(resolution=None)):
+        pred = model.predict_masks(image_tensor(sample), [sample.key])[0]
+        per_image.append(object_discovery(pred, sample.instances, ignore=sample.ignore,
+                                          include_background=True))
+        verdict = same_class_merged(pred, sample.instances, sample.instance_classes,
+                                    ignore=sample.ignore)
         if verdict is not None:
             merged.append(verdict)
     means = mean_metrics(per_image)

@@ -24,6 +24,7 @@ ocl's centre crop, 224, ...) are the "GT resolution" conventions glass-facts.md 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -310,7 +311,7 @@ def check_limit(limit: int | None) -> int | None:
     return limit
 
 
-class EvalDataset:
+class EvalDataset(ABC):
     """Base of the readers: a deterministic, ordered list of images, read one at a time.
 
     Subclasses set ``name`` and implement ``_ids()`` (every image id, in order) and
@@ -326,11 +327,13 @@ class EvalDataset:
         self.preprocess = as_preprocess(preprocess)
         self._cached_ids: list | None = None
 
+    @abstractmethod
     def _ids(self) -> list:
-        raise NotImplementedError
+        """Every image id of the dataset, in the reader's fixed order."""
 
+    @abstractmethod
     def _read(self, image_id) -> EvalSample:
-        raise NotImplementedError
+        """The full-resolution sample of one image."""
 
     def conventions(self) -> dict[str, Any]:
         """Every choice that changes the ground truth, for the evaluation's records."""

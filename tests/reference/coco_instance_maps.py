@@ -1,4 +1,5 @@
-"""Instance ground truth from a COCO-format annotation file (real COCO or the toy world)."""
+"""Reference for the evaluation readers' tests: instance maps read from a COCO-format file with
+pycocotools exactly as the official GLASS evaluation does (crowd skipped, later annotation wins)."""
 
 from __future__ import annotations
 
