@@ -41,6 +41,12 @@ def colourise_labels(labels: np.ndarray, unsure: int | None = 255) -> np.ndarray
     return out
 
 
+def tensor_to_image(image) -> np.ndarray:
+    """A (3, H, W) torch tensor in [0, 1] → (H, W, 3) uint8 for a grid panel."""
+    array = image.detach().float().cpu().permute(1, 2, 0).numpy()
+    return (array * 255).round().clip(0, 255).astype(np.uint8)
+
+
 def _to_rgb_tile(panel: np.ndarray, size: int) -> np.ndarray:
     if panel.ndim == 2:
         panel = colourise_labels(panel)

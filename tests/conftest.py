@@ -41,3 +41,39 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def random_trained_model(tmp_path_factory, tiny_sd_path):
+    """A phase-2-style trained folder (``glass.json``, ``slot_attention/``, ``mlp_decoder/``,
+    ``unet/``) with seeded random modules: tests of the read-back and evaluation paths need no
+    training. Encoder input 64 px (8x8 tokens), decoder 48 px, 4 slots; the saved UNet differs
+    from the reference Stable Diffusion's, as a fine-tuned one would."""
+    import numpy as np
+    import torch
+
+    from glass.model.diffusion_decoder import DiffusionDecoder
+    from glass.model.encoder import FrozenDinov2Encoder
+    from glass.model.glass import GlassModel
+    from glass.model.mlp_decoder import MLPDecoder
+    from glass.model.slot_attention import SlotAttention
+    from glass.tiny.dinov2 import build_tiny_dinov2
+    from glass.train.trainer import save_trained_modules
+
+    root = tmp_path_factory.mktemp("trained")
+    refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")), "stable_diffusion": str(tiny_sd_path)}
+    encoder = FrozenDinov2Encoder(refs["encoder"], image_size=64)
+    decoder = DiffusionDecoder.from_pretrained(refs["stable_diffusion"], image_size=48)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        slot_attention = SlotAttention(
+            input_dim=encoder.feature_dim, grid_size=list(encoder.grid_size), num_slots=4,
+            num_iterations=2, slot_size=16, mlp_hidden_size=16, output_dim=decoder.conditioning_dim)
+        mlp_decoder = MLPDecoder(slot_size=16, feature_dim=encoder.feature_dim,
+                                 num_tokens=int(np.prod(encoder.grid_size)), hidden_size=16,
+                                 num_layers=3)
+    with torch.no_grad():
+        next(decoder.unet.parameters()).add_(1.0)
+    save_trained_modules(GlassModel(encoder, slot_attention, mlp_decoder, decoder), root / "model",
+                         2, refs, {"model": {"encoder_image_size": 64, "decoder_image_size": 48}})
+    return root / "model"

@@ -6,38 +6,10 @@ import torch
 
 from glass.eval.composition import add_slot, composition_rows, object_slot, outline, remove_slot
 from glass.eval.trained_model import TrainedGlass
-from glass.model.diffusion_decoder import DiffusionDecoder
-from glass.model.encoder import FrozenDinov2Encoder
-from glass.model.glass import GlassModel
-from glass.model.mlp_decoder import MLPDecoder
-from glass.model.slot_attention import SlotAttention
-from glass.train.trainer import save_trained_modules
-
-TRAIN = {"model": {"encoder_image_size": 64, "decoder_image_size": 48}}
-
 
 @pytest.fixture(scope="module")
-def trained_dir(tmp_path_factory, tiny_sd_path, one_torch_thread):
-    """Phase-2-style output folder with seeded random modules (no training needed to test the
-    read-back path)."""
-    from glass.tiny.dinov2 import build_tiny_dinov2
-
-    root = tmp_path_factory.mktemp("trained")
-    refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")), "stable_diffusion": str(tiny_sd_path)}
-    encoder = FrozenDinov2Encoder(refs["encoder"], image_size=64)
-    decoder = DiffusionDecoder.from_pretrained(refs["stable_diffusion"], image_size=48)
-    torch.manual_seed(0)
-    slot_attention = SlotAttention(input_dim=encoder.feature_dim, grid_size=list(encoder.grid_size),
-                                   num_slots=4, num_iterations=2, slot_size=16, mlp_hidden_size=16,
-                                   output_dim=decoder.conditioning_dim)
-    mlp_decoder = MLPDecoder(slot_size=16, feature_dim=encoder.feature_dim,
-                             num_tokens=int(np.prod(encoder.grid_size)), hidden_size=16,
-                             num_layers=3)
-    with torch.no_grad():  # a "fine-tuned" UNet that differs from the reference one
-        next(decoder.unet.parameters()).add_(1.0)
-    model = GlassModel(encoder, slot_attention, mlp_decoder, decoder)
-    save_trained_modules(model, root / "model", 2, refs, TRAIN)
-    return root / "model"
+def trained_dir(random_trained_model, one_torch_thread):
+    return random_trained_model
 
 
 def test_masks_are_seeded_per_key_not_per_batch(trained_dir):

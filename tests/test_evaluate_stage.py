@@ -10,37 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
 from glass.eval import run as eval_run
-from glass.model.diffusion_decoder import DiffusionDecoder
-from glass.model.encoder import FrozenDinov2Encoder
-from glass.model.glass import GlassModel
-from glass.model.mlp_decoder import MLPDecoder
-from glass.model.slot_attention import SlotAttention
 from glass.params import load_params
-from glass.train.trainer import save_trained_modules
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_sd_path, one_torch_thread):
-    from glass.tiny.dinov2 import build_tiny_dinov2
-
+def setup(tmp_path_factory, random_trained_model, one_torch_thread):
     root = tmp_path_factory.mktemp("evaluate")
-    refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")), "stable_diffusion": str(tiny_sd_path)}
-    encoder = FrozenDinov2Encoder(refs["encoder"], image_size=64)
-    decoder = DiffusionDecoder.from_pretrained(refs["stable_diffusion"], image_size=48)
-    torch.manual_seed(0)
-    slot_attention = SlotAttention(input_dim=encoder.feature_dim, grid_size=list(encoder.grid_size),
-                                   num_slots=4, num_iterations=2, slot_size=16, mlp_hidden_size=16,
-                                   output_dim=decoder.conditioning_dim)
-    mlp_decoder = MLPDecoder(slot_size=16, feature_dim=encoder.feature_dim,
-                             num_tokens=int(np.prod(encoder.grid_size)), hidden_size=16, num_layers=3)
-    save_trained_modules(GlassModel(encoder, slot_attention, mlp_decoder, decoder), root / "model",
-                         2, refs, {"model": {"encoder_image_size": 64, "decoder_image_size": 48}})
     write_coco_dataset(root / "prepared" / "toy", ToyWorldConfig(image_size=64),
                        {"train": 10, "val": 6}, seed=0, progress=False)
     params = load_params(REPO / "configs/cpu/params.yaml")
@@ -49,13 +29,13 @@ def setup(tmp_path_factory, tiny_sd_path, one_torch_thread):
     evaluate["generation"].update(images=3, num_inference_steps=2)
     evaluate["composition"].update(images=2, num_inference_steps=2)
     evaluate["property_prediction"].update(max_epochs=3)
-    return root, params
+    return root, params, random_trained_model
 
 
 def test_evaluation_writes_metrics_curves_grids_and_report(setup):
-    root, params = setup
+    root, params, model = setup
     out, metrics_path = root / "eval", root / "metrics" / "evaluate.json"
-    returned = eval_run.run_evaluation(params, root / "model", root / "prepared", out, metrics_path,
+    returned = eval_run.run_evaluation(params, model, root / "prepared", out, metrics_path,
                                        config_name="cpu")
     metrics = json.loads(metrics_path.read_text())
     discovery = metrics["object_discovery"]["toy_val"]
@@ -87,7 +67,7 @@ def test_evaluation_writes_metrics_curves_grids_and_report(setup):
 
 
 def test_conventions_change_the_numbers(setup):
-    root, params = setup
+    root, params, model = setup
     params = copy.deepcopy(params)
     for task in ("generation", "property_prediction", "composition"):
         params["evaluate"][task]["enabled"] = False
@@ -96,7 +76,7 @@ def test_conventions_change_the_numbers(setup):
         params["evaluate"]["conventions"]["include_background"] = include_background
         out = root / f"eval-bg-{include_background}"
         results[include_background] = eval_run.run_evaluation(
-            params, root / "model", root / "prepared", out, out / "m.json")
+            params, model, root / "prepared", out, out / "m.json")
     with_bg, without_bg = (results[b]["object_discovery"]["toy_val"] for b in (True, False))
     assert with_bg["miou_i"] != without_bg["miou_i"]
     assert set(results[True]) == {"object_discovery"}  # disabled tasks leave no section
@@ -169,7 +149,7 @@ def test_the_encoder_gets_its_own_view_of_the_original_image():
 
 
 def test_an_empty_dataset_or_a_bad_convention_is_reported_before_loading(setup, monkeypatch):
-    root, params = setup
+    root, params, model = setup
     params = copy.deepcopy(params)
     params["evaluate"]["conventions"]["mask_source"] = "decoder"
     params["evaluate"]["datasets"]["toy_val"]["limit"] = 0
@@ -179,6 +159,6 @@ def test_an_empty_dataset_or_a_bad_convention_is_reported_before_loading(setup, 
 
     monkeypatch.setattr(eval_run, "TrainedGlass", no_models)
     with pytest.raises(FileNotFoundError) as error:
-        eval_run.run_evaluation(params, root / "model", root / "prepared", root / "bad",
+        eval_run.run_evaluation(params, model, root / "prepared", root / "bad",
                                 root / "bad.json")
     assert "mask_source" in str(error.value) and "holds no images" in str(error.value)

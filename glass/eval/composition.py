@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from glass.eval.trained_model import TrainedGlass
+from glass.viz import tensor_to_image
 
 OUTLINE_COLOUR = (255, 32, 32)
 
@@ -68,11 +69,6 @@ def outline(image: np.ndarray, mask: np.ndarray, colour: Sequence[int] = OUTLINE
     return out
 
 
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.detach().float().cpu().permute(1, 2, 0).numpy() * 255).round().clip(0, 255) \
-        .astype(np.uint8)
-
-
 def composition_rows(model: TrainedGlass, images: Sequence[torch.Tensor], keys: list[str],
                      instances: Sequence[np.ndarray | None], num_inference_steps: int,
                      mask_source: str = "slot_attention") -> list[list[np.ndarray]]:
@@ -97,8 +93,8 @@ def composition_rows(model: TrainedGlass, images: Sequence[torch.Tensor], keys: 
                                  num_inference_steps)[0]
         added = model.generate(add_slot(conditioning[i], conditioning[donor][chosen[donor]])[None],
                                [key], num_inference_steps)[0]
-        rows.append([outline(_to_uint8(images[i][0]), maps[i] == chosen[i]), maps[i] + 1,
-                     _to_uint8(reconstruction), _to_uint8(removed),
-                     outline(_to_uint8(images[donor][0]), maps[donor] == chosen[donor]),
-                     _to_uint8(added)])
+        rows.append([outline(tensor_to_image(images[i][0]), maps[i] == chosen[i]), maps[i] + 1,
+                     tensor_to_image(reconstruction), tensor_to_image(removed),
+                     outline(tensor_to_image(images[donor][0]), maps[donor] == chosen[donor]),
+                     tensor_to_image(added)])
     return rows

@@ -35,7 +35,7 @@ from glass.eval.report import render_report
 from glass.eval.trained_model import TrainedGlass, read_trained_info
 from glass.io import atomic_open, write_json
 from glass.model_reference import resolve_reference
-from glass.viz import save_grid
+from glass.viz import save_grid, tensor_to_image
 
 log = logging.getLogger(__name__)
 CLASS_INDEX = {name: index for index, name in enumerate(COCO_CLASSES)}
@@ -217,8 +217,7 @@ def run_generation(model: TrainedGlass, reader: EvalDataset, section: dict[str, 
                                                align_corners=False).clamp(0, 1)
         metrics.update(real.to(device), generated.to(device))
         if len(rows) < int(section.get("grid_rows", 4)):
-            rows.append([sample.image, (generated[0].permute(1, 2, 0).cpu().numpy() * 255)
-                         .round().astype(np.uint8)])
+            rows.append([sample.image, tensor_to_image(generated[0])])
     result = metrics.compute()
     result["images"] = result.pop("num_images", count)
     if "fd_dinov2" in result:

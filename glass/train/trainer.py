@@ -36,7 +36,7 @@ from glass.seeding import sample_seed
 from glass.train.checkpoints import latest_checkpoint, save_checkpoint
 from glass.train.data import infinite_batches
 from glass.train.feature_cache import FeatureCache
-from glass.viz import save_grid
+from glass.viz import save_grid, tensor_to_image
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,6 @@ def _upsampled_argmax(masks: torch.Tensor, grid_size: tuple[int, int],
     return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).argmax(dim=1) + 1
 
 
-def _to_uint8_image(image: torch.Tensor) -> np.ndarray:
-    return (image.detach().float().cpu().permute(1, 2, 0).numpy() * 255).round().clip(0, 255) \
-        .astype(np.uint8)
-
-
 def slot_mask_grid_rows(batch: dict, attention: torch.Tensor, grid_size: tuple[int, int],
                         rows: int = 4, mlp_masks: torch.Tensor | None = None,
                         reconstructions: torch.Tensor | None = None) -> list[list[np.ndarray]]:
@@ -132,12 +127,12 @@ def slot_mask_grid_rows(batch: dict, attention: torch.Tensor, grid_size: tuple[i
                      if mlp_masks is not None else None)
     out = []
     for i in range(images.shape[0]):
-        row = [_to_uint8_image(images[i]), batch["pseudo_mask"][i].cpu().numpy(),
+        row = [tensor_to_image(images[i]), batch["pseudo_mask"][i].cpu().numpy(),
                slots[i].numpy().astype(np.int64)]
         if decoder_slots is not None:
             row.append(decoder_slots[i].numpy().astype(np.int64))
         if reconstructions is not None:
-            row.append(_to_uint8_image(reconstructions[i]))
+            row.append(tensor_to_image(reconstructions[i]))
         out.append(row)
     return out
 
