@@ -12,25 +12,24 @@ is a large part of phase 1.
 """
 
 import argparse
-import copy
 import tempfile
 import time
 from pathlib import Path
 
-from glass.params import load_params
-from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
 from glass.eval.ablation import toy_prompt_records
-from glass.data.toy_world import ToyWorldConfig
+from glass.params import load_params, read_section
+from glass.synth.params import GeneratorSettings, SynthParams
+from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
 from glass.tiny.dinov2 import build_tiny_dinov2
 from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
+from glass.train.params import TrainParams
 from glass.train.trainer import train_phase
 
 
-def timed_run(train, refs, shards, root: Path, name: str, cache: Path | None) -> float:
-    config = copy.deepcopy(train)
-    config["data"] = dict(config["data"], feature_cache=cache is not None, flip=False)
+def timed_run(train: TrainParams, refs, shards, root: Path, name: str, cache: Path | None) -> float:
+    config = train.replace(data=train.data.replace(feature_cache=cache is not None, flip=False))
     start = time.perf_counter()
-    train_phase(1, config, refs, shards, root / name / "model", root / name / "scratch",
+    train_phase(1, config, 0, refs, shards, root / name / "model", root / name / "scratch",
                 root / name / "live", cache_dir=cache)
     return time.perf_counter() - start
 
@@ -41,20 +40,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args()
     params = load_params(args.params)
-    train = dict(params["train"], seed=0)
-    train["phase1"] = dict(train["phase1"], steps=args.steps)
-    train["logging"] = dict(train["logging"], checkpoint_every=args.steps, grid_every=args.steps)
-    batch = int(train["data"]["batch_size"])
+    train = read_section(params, "train", TrainParams)
+    train = train.replace(phase1=train.phase1.replace(steps=args.steps),
+                          logging=train.logging.replace(checkpoint_every=args.steps,
+                                                        grid_every=args.steps))
+    toy = read_section(params, "synth", SynthParams).toy
+    batch = train.data.batch_size
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")),
                 "stable_diffusion": str(build_tiny_stable_diffusion(root / "decoder"))}
-        toy = params["synth"]["toy"]
-        classes = ToyWorldConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                    for k, v in toy.items() if k != "unsure_band"}).classes
         # as many samples as the run consumes, so the filling pass sees every one once
-        records = toy_prompt_records(args.steps * batch, 0, classes)
-        run_sharded_synthesis(records, GeneratorSpec("toy", {"backend": "toy", "toy": toy}),
+        records = toy_prompt_records(args.steps * batch, 0, toy.world.classes)
+        run_sharded_synthesis(records, GeneratorSpec("toy", GeneratorSettings(backend="toy", toy=toy)),
                               root / "shards", shard_size=100, seed=0, batch_size=8, num_workers=0,
                               jpeg_quality=95, store_attention=False, progress=False)
         plain = timed_run(train, refs, root / "shards", root, "plain", None)

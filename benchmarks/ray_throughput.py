@@ -30,6 +30,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import ray  # noqa: E402
 
+from glass.data.toy_world import ToyWorldConfig
+from glass.synth.params import GeneratorSettings, SynthToyParams
 from glass.synth.sharded_run import (  # noqa: E402
     GeneratorSpec,
     RayShardPool,
@@ -103,7 +105,8 @@ def main() -> None:
     args = parser.parse_args()
 
     records = benchmark_records(args.samples)
-    spec = GeneratorSpec("toy", {"backend": "toy", "toy": {"image_size": args.image_size}})
+    spec = GeneratorSpec("toy", GeneratorSettings(
+        backend="toy", toy=SynthToyParams(world=ToyWorldConfig(image_size=args.image_size))))
     scratch = Path(tempfile.mkdtemp(prefix="glass-ray-bench-"))
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

@@ -12,8 +12,11 @@ import logging
 from pathlib import Path
 
 from glass.eval.ablation import SETTINGS, run_ablation
-from glass.params import load_params
+from glass.models import ModelsParams
+from glass.params import load_params, read_section
 from glass.stage_runner import run_stage
+from glass.synth.params import SynthParams
+from glass.train.params import TrainParams
 from glass.tiny.dinov2 import build_tiny_dinov2
 from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
 
@@ -32,15 +35,18 @@ def main() -> None:
     parser.add_argument("--report-dir", default="reports")
     args = parser.parse_args()
     params = load_params(args.params)
+    models = read_section(params, "models", ModelsParams)
+    train = read_section(params, "train", TrainParams)
+    synth = read_section(params, "synth", SynthParams)
     work = Path(args.work_dir)
     refs = {"encoder": str(work / "models" / "dinov2"), "stable_diffusion": str(work / "models" / "decoder")}
     if not Path(refs["encoder"], "config.json").exists():
-        build_tiny_dinov2(refs["encoder"], seed=params["models"]["dinov2"].get("seed", 0))
+        build_tiny_dinov2(refs["encoder"], seed=models.dinov2.seed)
     if not Path(refs["stable_diffusion"], "model_index.json").exists():
-        build_tiny_stable_diffusion(refs["stable_diffusion"], seed=params["models"]["decoder"].get("seed", 0))
-    train = dict(params["train"], seed=0)
-    train["logging"] = dict(train["logging"], checkpoint_every=max(args.steps // 4, 1), grid_every=args.steps)
-    report = run_ablation(train, refs, params["synth"]["toy"], work_dir=work,
+        build_tiny_stable_diffusion(refs["stable_diffusion"], seed=models.decoder.seed)
+    train = train.replace(logging=train.logging.replace(checkpoint_every=max(args.steps // 4, 1),
+                                                        grid_every=args.steps))
+    report = run_ablation(train, refs, synth.toy, work_dir=work,
                           report_dir=args.report_dir, steps=args.steps, seeds=args.seeds,
                           settings=args.settings, train_samples=args.train_samples,
                           eval_images=args.eval_images)

@@ -2,19 +2,35 @@
 
 Everything a stage produces is written to a temporary name beside its destination and renamed
 into place only when complete, so an interrupted run never leaves a half-written file where a
-finished one is expected, and never damages a file that was already there.
+finished one is expected, and never damages a file that was already there. Folders are published
+the same way (``publish_directory``): staged next to the destination, on its filesystem, and
+swapped in by rename, even when they were produced on another filesystem (a scratch disk).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
+import logging
 import os
+import shutil
 import tempfile
+import unicodedata
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, IO
+from glass.errors import InvalidInput, MissingInput
+
+log = logging.getLogger(__name__)
+
+# Names of the folders publish_directory leaves beside a destination while it works (and that a
+# killed run may leave behind): ignored by git and DVC, removed by the next publish.
+STAGING_MARK = ".staging-"
+REPLACED_MARK = ".replaced-"
 
 
 def _current_umask() -> int:
@@ -46,12 +62,92 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
         raise
 
 
+# ---------------------------------------------------------------------------------------------
+# Text that can be written as UTF-8
+
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def has_lone_surrogates(text: str) -> bool:
+    """Whether ``text`` holds UTF-16 surrogates, which JSON may encode (``"\\ud800"``) but UTF-8
+    cannot: writing such text fails."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+def repair_text(text: str) -> tuple[str, list[str]]:
+    """(text that encodes as UTF-8, notes on what was changed). A surrogate pair written as two
+    JSON escapes is joined into its character; a lone surrogate becomes U+FFFD."""
+    if not has_lone_surrogates(text):
+        return text, []
+    joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    fixed = "".join(REPLACEMENT_CHARACTER if "\ud800" <= ch <= "\udfff" else ch for ch in joined)
+    count = sum(1 for ch in fixed if ch == REPLACEMENT_CHARACTER) - text.count(REPLACEMENT_CHARACTER)
+    return fixed, [f"{count} lone UTF-16 surrogate(s) replaced by U+FFFD"]
+
+
+def clean_caption(text: str) -> tuple[str, list[str]]:
+    """A caption as the rest of the pipeline can use it, with notes on every change: lone
+    surrogates repaired, NUL and other control or invisible format characters (zero-width
+    spaces, bidirectional overrides) removed, line breaks and tabs turned into spaces. Letters of
+    any script (right-to-left ones included) are kept."""
+    text, notes = repair_text(text)
+    removed = 0
+    out = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch in "\t\n\r\x0b\x0c":
+            out.append(" ")
+        elif category in ("Cc", "Cf"):
+            removed += 1
+        else:
+            out.append(ch)
+    if removed:
+        notes.append(f"{removed} control or invisible format character(s) removed")
+    return "".join(out), notes
+
+
+def _utf8_safe(obj: Any, where: list[str]) -> Any:
+    if isinstance(obj, str):
+        if has_lone_surrogates(obj):
+            where.append(obj[:40])
+            return repair_text(obj)[0]
+        return obj
+    if isinstance(obj, dict):
+        return {_utf8_safe(k, where): _utf8_safe(v, where) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_utf8_safe(item, where) for item in obj]
+    return obj
+
+
 def dumps_canonical(obj: Any) -> str:
-    """JSON with sorted keys and fixed separators, so equal data gives equal bytes."""
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """JSON with sorted keys and fixed separators, so equal data gives equal bytes; always
+    encodable as UTF-8 (a lone surrogate that reached here is repaired, with a warning)."""
+    try:
+        text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        where: list[str] = []
+        fixed = _utf8_safe(obj, where)
+        log.warning("repaired lone UTF-16 surrogates in %d string(s) of a record (%s); the "
+                    "stage that made it should have repaired them", len(where),
+                    _record_name(obj))
+        return json.dumps(fixed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _record_name(obj: Any) -> str:
+    if isinstance(obj, dict):
+        for key in ("image_id", "key", "id"):
+            if key in obj:
+                return f"{key} {obj[key]!r}"
+    return "a record without id"
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    where: list[str] = []
+    obj = _utf8_safe(obj, where)
+    if where:
+        log.warning("%s: repaired lone UTF-16 surrogates in %d string(s)", path, len(where))
     with atomic_open(path, "w", encoding="utf-8") as handle:
         json.dump(obj, handle, sort_keys=True, ensure_ascii=False, indent=indent)
         handle.write("\n")
@@ -71,7 +167,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSONL file, naming the file and line on malformed input."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (was the stage that writes it run?)")
+        raise MissingInput(f"{path}: no such file (was the stage that writes it run?)")
     records = []
     with open(path, encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -80,7 +176,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+                raise InvalidInput(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
     return records
 
 
@@ -146,3 +242,149 @@ def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Publishing folders
+
+
+def _sibling(dest: Path, mark: str) -> Path:
+    return dest.parent / f".{dest.name}{mark}{uuid.uuid4().hex[:12]}"
+
+
+def remove_leftovers(dest: str | os.PathLike) -> list[Path]:
+    """Remove the staging and replaced folders that killed runs left beside ``dest``."""
+    dest = Path(dest)
+    removed = []
+    if not dest.parent.is_dir():
+        return removed
+    for mark in (STAGING_MARK, REPLACED_MARK):
+        for leftover in dest.parent.glob(f".{dest.name}{mark}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+@contextlib.contextmanager
+def staging_directory(dest: str | os.PathLike) -> Iterator[Path]:
+    """An empty folder beside ``dest`` (same filesystem) to build it in; removed afterwards
+    unless it was published (``publish_directory(staged, dest)``)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(dest)
+    staged = _sibling(dest, STAGING_MARK)
+    staged.mkdir()
+    try:
+        yield staged
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(a))
+
+
+def _fsync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as handle:
+                os.fsync(handle.fileno())
+        fsync_directory(Path(folder))
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _same_filesystem(source: Path, dest_parent: Path) -> bool:
+    return os.stat(source).st_dev == os.stat(dest_parent).st_dev
+
+
+def _copy_beside(source: Path, dest: Path) -> Path:
+    """A complete, fsynced copy of ``source`` beside ``dest`` (on ``dest``'s filesystem)."""
+    staged = _sibling(dest, STAGING_MARK)
+    try:
+        shutil.copytree(source, staged, symlinks=True)
+        _fsync_tree(staged)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return staged
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    """Put the folder ``new`` (on ``dest``'s filesystem) at ``dest``; the old one is deleted
+    only after the new one is in place."""
+    if not (dest.exists() or dest.is_symlink()):
+        os.rename(new, dest)
+        fsync_directory(dest.parent)
+        return
+    if _exchange(new, dest):
+        replaced = new                          # the old folder now sits at the new one's name
+    else:
+        replaced = _sibling(dest, REPLACED_MARK)
+        os.rename(dest, replaced)
+        os.rename(new, dest)
+    fsync_directory(dest.parent)
+    if replaced.is_dir() and not replaced.is_symlink():
+        shutil.rmtree(replaced, ignore_errors=True)
+    else:
+        replaced.unlink(missing_ok=True)
+
+
+def publish_directory(source: str | os.PathLike, dest: str | os.PathLike, *,
+                      keep_source: bool = False) -> Path:
+    """Make the finished folder ``source`` appear at ``dest``, replacing what is there.
+
+    ``dest`` always holds either the old folder or the complete new one, and the old one is
+    deleted only after the new one is in place. On one filesystem ``source`` is swapped in by
+    rename (atomically where Linux's ``renameat2`` can exchange the two). From another
+    filesystem (a scratch disk, shards on a mounted volume) it is first copied beside ``dest``
+    and fsynced, then swapped in, and ``source`` is deleted only after that. With
+    ``keep_source`` it is always copied, and ``source`` stays.
+    """
+    source, dest = Path(source), Path(dest)
+    if not source.is_dir():
+        raise FileNotFoundError(f"cannot publish {source}: not a folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not keep_source and _same_filesystem(source, dest.parent):
+        try:
+            _swap_in(source, dest)
+            remove_leftovers(dest)
+            return dest
+        except OSError as error:
+            if error.errno != errno.EXDEV:     # e.g. two bind mounts of one device
+                raise
+    staged = _copy_beside(source, dest)
+    _swap_in(staged, dest)
+    if not keep_source:
+        shutil.rmtree(source, ignore_errors=True)
+    remove_leftovers(dest)
+    return dest

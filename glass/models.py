@@ -19,13 +19,14 @@ with a message naming the id and how to get it when it is not available offline.
 
 from __future__ import annotations
 
-import shutil
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glass.io import write_json
+from glass.io import publish_directory, staging_directory, write_json
 from glass.model_reference import REFERENCE_FILE
+from glass.params import Params, ParamsError, describe_value, param
 from glass.tiny.blip2 import build_tiny_blip2
 from glass.tiny.dinov2 import build_tiny_dinov2
 from glass.tiny.sam2 import build_tiny_sam2
@@ -40,21 +41,59 @@ TINY_BUILDERS: dict[str, Callable[..., Path]] = {
 }
 
 
-def materialize_model(role: str, spec: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
-    """Write ``out_dir`` (replacing it) for one role; returns the reference written."""
+MODEL_SPEC_FORMS = ("{id: <hub id or local folder>}", "{tiny: true, seed: <int>}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec(Params):
+    """One model role: a hub model (``id``) or a tiny model built from configs (``tiny``)."""
+
+    id: str | None = param(None, optional=True)
+    tiny: bool = param(False, optional=True)
+    seed: int = param(0, min=0, optional=True)   # the tiny model's weight seed
+
+    @classmethod
+    def from_params(cls, value: Any, key: str) -> "ModelSpec":
+        if isinstance(value, str):
+            raise ParamsError(key, f"must be a mapping, {' or '.join(MODEL_SPEC_FORMS)}; got "
+                                   f"{describe_value(value)} (write `{{id: {value}}}`)")
+        return cls.parse(value, key)
+
+    def validate(self) -> None:
+        if self.tiny and self.id is not None:
+            raise self.invalid("id", "give either id or tiny: true, not both")
+        if not self.tiny and not self.id:
+            raise self.invalid("id", f"is missing: give {' or '.join(MODEL_SPEC_FORMS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelsParams(Params):
+    """``models``: every model role the graph uses (paper configuration by default)."""
+
+    blip2: ModelSpec = param(ModelSpec(id="Salesforce/blip2-opt-2.7b"))
+    stable_diffusion: ModelSpec = param(ModelSpec(id="stabilityai/stable-diffusion-2-1-base"))
+    sam2: ModelSpec = param(ModelSpec(id="facebook/sam2.1-hiera-large"))
+    dinov2: ModelSpec = param(ModelSpec(id="facebook/dinov2-base"))
+    decoder: ModelSpec = param(ModelSpec(id="stabilityai/stable-diffusion-2-1"))
+
+    def roles(self) -> dict[str, ModelSpec]:
+        return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
+
+
+def materialize_model(role: str, spec: ModelSpec, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``out_dir`` for one role; returns the reference written. The folder is built beside
+    its destination and replaces it only when complete, so an interrupted build never leaves a
+    half-written model where a finished one was."""
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
-    if spec.get("tiny"):
-        if role not in TINY_BUILDERS:
-            raise ValueError(f"models.{role}: no tiny builder for this role "
-                             f"(known: {sorted(TINY_BUILDERS)})")
-        TINY_BUILDERS[role](out_dir / "model", seed=int(spec.get("seed", 0)))
-        reference = {"role": role, "source": "tiny", "path": "model", "seed": int(spec.get("seed", 0))}
-    elif spec.get("id"):
-        reference = {"role": role, "source": "hub", "id": str(spec["id"])}
-    else:
-        raise ValueError(f"models.{role} needs either `id: <hub id>` or `tiny: true`, got {spec}")
-    write_json(out_dir / REFERENCE_FILE, reference)
+    if spec.tiny and role not in TINY_BUILDERS:
+        raise ParamsError(f"models.{role}", f"no tiny builder for this role (known: "
+                                            f"{sorted(TINY_BUILDERS)})")
+    with staging_directory(out_dir) as staged:
+        if spec.tiny:
+            TINY_BUILDERS[role](staged / "model", seed=spec.seed)
+            reference = {"role": role, "source": "tiny", "path": "model", "seed": spec.seed}
+        else:
+            reference = {"role": role, "source": "hub", "id": str(spec.id)}
+        write_json(staged / REFERENCE_FILE, reference)
+        publish_directory(staged, out_dir)
     return reference

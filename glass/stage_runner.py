@@ -7,8 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-# Errors that mean "the inputs or settings are wrong", whose message already says what to do.
-USER_ERRORS = (FileNotFoundError, ValueError, KeyError, RuntimeError)
+from glass.errors import GlassError
 
 
 def setup_logging() -> None:
@@ -19,14 +18,16 @@ def setup_logging() -> None:
 
 
 def run_stage(name: str, main: Callable[[], None]) -> None:
-    """Run ``main``; a user error prints one clear line (traceback with GLASS_DEBUG=1), exit 2."""
+    """Run ``main``. The project's own errors (``glass.errors.GlassError``: a wrong param, a
+    missing or unreadable input, whose message says what to do) print one clear line and exit
+    with status 2 (the traceback with GLASS_DEBUG=1); any other exception is a bug and keeps its
+    full traceback."""
     setup_logging()
     try:
         main()
-    except USER_ERRORS as error:
+    except GlassError as error:
         if os.environ.get("GLASS_DEBUG"):
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"glass stage {name!r} failed: {message}\n(set GLASS_DEBUG=1 for the traceback)",
+        print(f"glass stage {name!r} failed: {error}\n(set GLASS_DEBUG=1 for the traceback)",
               file=sys.stderr)
         sys.exit(2)

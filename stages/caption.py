@@ -3,9 +3,10 @@
 import argparse
 
 import glass.caption.blip2  # noqa: F401  (declared as a dependency: the blip2 backend uses it)
+from glass.caption.params import CaptionParams
 from glass.caption.run import run_captioning
 from glass.model_reference import model_reference
-from glass.params import load_params
+from glass.params import load_params, read_section, read_seed
 from glass.stage_runner import run_stage
 
 
@@ -18,8 +19,9 @@ def main() -> None:
     parser.add_argument("--blip2-model", required=True, help="models stage folder of BLIP-2")
     args = parser.parse_args()
     params = load_params(args.params)
+    caption, seed = read_section(params, "caption", CaptionParams), read_seed(params)
     run_captioning(f"{args.prepared}/index_caption.jsonl", f"{args.prepared}/class_stats.json",
-                   params["caption"], int(params["seed"]), args.out, args.scratch,
+                   caption, seed, args.out, args.scratch,
                    blip2_model=model_reference(args.blip2_model))
 
 

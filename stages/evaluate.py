@@ -3,8 +3,10 @@ prediction of the trained model (glass.eval.run), as DVC metrics, plots and a re
 
 import argparse
 
+from glass.data.params import DataParams
+from glass.eval.params import EvaluateParams
 from glass.eval.run import run_evaluation
-from glass.params import load_params
+from glass.params import ConfigParams, load_params, read_section
 from glass.stage_runner import run_stage
 
 
@@ -18,8 +20,11 @@ def main() -> None:
     parser.add_argument("--metrics", required=True, help="metrics JSON (DVC metrics)")
     args = parser.parse_args()
     params = load_params(args.params)
-    run_evaluation(params, args.model, args.prepared, args.out, args.metrics, models=args.models,
-                   config_name=params["config"]["name"])
+    evaluate = read_section(params, "evaluate", EvaluateParams)
+    data = read_section(params, "data", DataParams)
+    config = read_section(params, "config", ConfigParams)
+    run_evaluation(evaluate, data, args.model, args.prepared, args.out, args.metrics,
+                   models=args.models, config_name=config.name)
 
 
 if __name__ == "__main__":

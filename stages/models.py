@@ -4,8 +4,9 @@ built from configs (glass.models)."""
 import argparse
 import logging
 
-from glass.models import materialize_model
-from glass.params import load_params
+from glass.errors import InvalidInput
+from glass.models import ModelsParams, materialize_model
+from glass.params import load_params, read_section
 from glass.stage_runner import run_stage
 
 log = logging.getLogger("glass.stages.models")
@@ -18,11 +19,11 @@ def main() -> None:
     parser.add_argument("--roles", required=True,
                         help="comma-separated roles, exactly the outputs dvc.yaml declares")
     args = parser.parse_args()
-    specs = load_params(args.params)["models"]
+    specs = read_section(load_params(args.params), "models", ModelsParams).roles()
     roles = args.roles.split(",")
     if set(specs) != set(roles):
-        raise ValueError(f"params `models` has roles {sorted(specs)} but dvc.yaml declares "
-                         f"{sorted(roles)}: keep the two lists equal")
+        raise InvalidInput(f"params `models` has roles {sorted(specs)} but dvc.yaml declares "
+                           f"{sorted(roles)}: keep the two lists equal")
     for role in roles:
         reference = materialize_model(role, specs[role], f"{args.out}/{role}")
         log.info("models.%s: %s", role, reference)

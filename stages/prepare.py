@@ -2,8 +2,9 @@
 
 import argparse
 
+from glass.data.params import DataParams
 from glass.data.prepare import prepare
-from glass.params import load_params
+from glass.params import load_params, read_section, read_seed
 from glass.stage_runner import run_stage
 
 
@@ -13,7 +14,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args()
     params = load_params(args.params)
-    prepare(params["data"], int(params["seed"]), args.out)
+    data, seed = read_section(params, "data", DataParams), read_seed(params)
+    prepare(data, seed, args.out)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ import glass.synth.backends  # noqa: F401  (declared dependencies: built inside 
 import glass.synth.sam2_masks  # noqa: F401
 import glass.synth.stable_diffusion  # noqa: F401
 import glass.synth.toy_generator  # noqa: F401
-from glass.model_reference import model_reference
-from glass.params import load_params
+from glass.errors import MissingInput
+from glass.model_reference import model_problem, model_reference
+from glass.params import load_params, read_section, read_seed
 from glass.stage_runner import run_stage
-from glass.synth.attention import validate_attention_resolutions
+from glass.synth.params import SynthParams
 from glass.synth.run import run_synthesize
 
 
@@ -25,17 +26,16 @@ def main() -> None:
     parser.add_argument("--grid", required=True, help="PNG grid of images and pseudo masks")
     args = parser.parse_args()
     params = load_params(args.params)
-    synth = params["synth"]
-    if synth["backend"] == "stable_diffusion":
-        # before any model is loaded: the chosen attention maps must exist at this image size
-        sd = synth["stable_diffusion"]
-        validate_attention_resolutions(sd["image_size"], sd["vae_scale_factor"],
-                                       sd["cross_attention_res"], sd["self_attention_res"])
-    needed = {"stable_diffusion": synth["backend"] == "stable_diffusion",
-              "sam2": synth.get("mask_source") == "sam2"}
-    models = {role: model_reference(f"{args.models}/{role}") for role, used in needed.items() if used}
-    run_synthesize(args.prompts, synth, models, int(params["seed"]), args.out, args.scratch,
-                   args.metrics, args.grid)
+    # reading the section checks it, attention resolutions included, before any model loads
+    synth, seed = read_section(params, "synth", SynthParams), read_seed(params)
+    models = {role: model_reference(f"{args.models}/{role}") for role in synth.needed_models()}
+    # before Ray starts a worker: every model must be loadable here
+    problems = [problem for role, reference in models.items()
+                if (problem := model_problem(reference, f"models.{role}"))]
+    if problems:
+        raise MissingInput("synthesize cannot start:\n  - " + "\n  - ".join(problems))
+    run_synthesize(args.prompts, synth, models, seed, args.out, args.scratch, args.metrics,
+                   args.grid)
 
 
 if __name__ == "__main__":

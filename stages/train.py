@@ -8,9 +8,11 @@ import argparse
 import shutil
 from pathlib import Path
 
+from glass.io import publish_directory
 from glass.model_reference import model_reference
-from glass.params import load_params
+from glass.params import load_params, read_section, read_seed
 from glass.stage_runner import run_stage
+from glass.train.params import TrainParams
 from glass.train.run import run_fingerprint
 from glass.train.trainer import train_phase
 
@@ -28,16 +30,18 @@ def main() -> None:
                         help="checkpoints for resuming, outside DVC's outputs (DVC deletes those)")
     args = parser.parse_args()
     params = load_params(args.params)
-    train = dict(params["train"], seed=int(params["seed"]))
+    train, seed = read_section(params, "train", TrainParams), read_seed(params)
     refs = {"encoder": model_reference(f"{args.models}/dinov2"),
             "stable_diffusion": model_reference(f"{args.models}/decoder")}
     # a run resumes only from checkpoints of the same settings, data and starting point
-    scratch = Path(args.scratch) / run_fingerprint(args.phase, train, refs, args.shards, args.init)
-    train_phase(args.phase, train, refs, args.shards, args.out, scratch / "run", scratch / "live",
-                init_dir=args.init, cache_dir=Path(args.scratch).parent / "feature_cache")
-    # the live folder stays in scratch while training so that a resumed run keeps its history
-    shutil.rmtree(args.live, ignore_errors=True)
-    shutil.copytree(scratch / "live", args.live)
+    scratch = Path(args.scratch) / run_fingerprint(args.phase, train, seed, refs, args.shards,
+                                                   args.init)
+    train_phase(args.phase, train, seed, refs, args.shards, args.out, scratch / "run",
+                scratch / "live", init_dir=args.init,
+                cache_dir=Path(args.scratch).parent / "feature_cache")
+    # the live folder stays in scratch while training so that a resumed run keeps its history;
+    # it replaces the published one only once complete (also across filesystems)
+    publish_directory(scratch / "live", args.live, keep_source=True)
     shutil.rmtree(scratch)
 
 

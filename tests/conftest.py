@@ -75,5 +75,5 @@ def random_trained_model(tmp_path_factory, tiny_sd_path):
     with torch.no_grad():
         next(decoder.unet.parameters()).add_(1.0)
     save_trained_modules(GlassModel(encoder, slot_attention, mlp_decoder, decoder), root / "model",
-                         2, refs, {"model": {"encoder_image_size": 64, "decoder_image_size": 48}})
+                         2, refs, encoder_image_size=64, decoder_image_size=48)
     return root / "model"

@@ -10,6 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from glass.errors import MissingInput
 from glass.caption.blip2 import Blip2Captioner
 from glass.tiny.blip2 import build_tiny_blip2, build_tiny_tokenizer
 
@@ -131,13 +132,16 @@ def test_same_seed_gives_identical_safetensors_bytes(tmp_path, tiny_dir):
 
 @pytest.mark.usefixtures("offline")
 @pytest.mark.parametrize("kind", ["missing_local_folder", "unknown_hub_id"])
-def test_unavailable_model_raises_runtime_error_naming_it(tmp_path, kind):
+def test_unavailable_model_raises_missing_input_naming_it(tmp_path, kind):
     if kind == "missing_local_folder":
         model_id = str(tmp_path / "no_such_model")
     else:
         model_id = "glass-tests/no-such-blip2"
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(MissingInput) as error:
         Blip2Captioner(model_id, device="cpu")
     message = str(error.value)
     assert model_id in message
-    assert f"huggingface-cli download {model_id}" in message
+    if kind == "missing_local_folder":
+        assert "does not exist" in message and "models stage" in message
+    else:
+        assert f"hf download {model_id}" in message

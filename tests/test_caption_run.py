@@ -3,7 +3,10 @@ import json
 import pytest
 
 import glass.caption.run as caption_run
+from glass.caption.params import CaptionParams
 from glass.io import read_jsonl, write_json, write_jsonl
+from glass.params import ParamsError
+from typed_params import typed
 
 
 def _index(tmp_path, n=100):
@@ -18,7 +21,8 @@ def _index(tmp_path, n=100):
 
 def _run(tmp_path, params, out_name="captions.jsonl", seed=0, blip2_model=None):
     return caption_run.run_captioning(tmp_path / "index_caption.jsonl", tmp_path / "class_stats.json",
-                                      params, seed, tmp_path / out_name, tmp_path / "scratch",
+                                      typed(CaptionParams, params, "caption"), seed,
+                                      tmp_path / out_name, tmp_path / "scratch",
                                       blip2_model=blip2_model)
 
 
@@ -34,7 +38,7 @@ def test_each_cheap_backend_writes_one_record_per_sample(tmp_path, backend):
 
 def test_unknown_backend(tmp_path):
     _index(tmp_path, 2)
-    with pytest.raises(ValueError, match="caption.backend is 'gpt'"):
+    with pytest.raises(ParamsError, match="caption.backend: must be one of 'blip2'"):
         _run(tmp_path, {"backend": "gpt"})
 
 
@@ -74,7 +78,7 @@ def test_changed_settings_do_not_reuse_stale_scratch(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     # a leftover partial file from another seed must not be picked up
-    fingerprint = caption_run.caption_fingerprint({"backend": "dataset"}, 1,
+    fingerprint = caption_run.caption_fingerprint(typed(CaptionParams, {"backend": "dataset"}), 1,
                                                   caption_run.file_sha256(tmp_path / "index_caption.jsonl"))
     (scratch / f"captions-dataset-{fingerprint}.jsonl").write_text(
         json.dumps({"image_id": "toy-train-000000000000", "backend": "dataset", "caption": "stale"}) + "\n")

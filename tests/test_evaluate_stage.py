@@ -11,9 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from glass.data.params import DataParams
 from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
 from glass.eval import run as eval_run
-from glass.params import load_params
+from glass.eval.params import EvaluateParams
+from glass.params import ParamsError, load_params, read_section
+
+
+def _evaluate(params, model, prepared, out, metrics, **kwargs):
+    """The stage's call: the two sections it reads, typed, then the evaluation."""
+    return eval_run.run_evaluation(read_section(params, "evaluate", EvaluateParams),
+                                   read_section(params, "data", DataParams), model, prepared,
+                                   out, metrics, **kwargs)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +44,7 @@ def setup(tmp_path_factory, random_trained_model, one_torch_thread):
 def test_evaluation_writes_metrics_curves_grids_and_report(setup):
     root, params, model = setup
     out, metrics_path = root / "eval", root / "metrics" / "evaluate.json"
-    returned = eval_run.run_evaluation(params, model, root / "prepared", out, metrics_path,
-                                       config_name="cpu")
+    returned = _evaluate(params, model, root / "prepared", out, metrics_path, config_name="cpu")
     metrics = json.loads(metrics_path.read_text())
     discovery = metrics["object_discovery"]["toy_val"]
     for key in ("miou_i", "mbo_i", "miou_c", "mbo_c", "fg_ari", "miou_i_per_object", "so", "po",
@@ -75,11 +83,12 @@ def test_conventions_change_the_numbers(setup):
     for include_background in (True, False):
         params["evaluate"]["conventions"]["include_background"] = include_background
         out = root / f"eval-bg-{include_background}"
-        results[include_background] = eval_run.run_evaluation(
-            params, model, root / "prepared", out, out / "m.json")
+        results[include_background] = _evaluate(params, model, root / "prepared", out,
+                                                out / "m.json")
     with_bg, without_bg = (results[b]["object_discovery"]["toy_val"] for b in (True, False))
     assert with_bg["miou_i"] != without_bg["miou_i"]
-    assert set(results[True]) == {"object_discovery"}  # disabled tasks leave no section
+    # disabled tasks leave no section
+    assert set(results[True]) == {"object_discovery", "unreadable_images"}
     recorded = json.loads((root / "eval-bg-False" / "conventions.json").read_text())
     assert recorded["discovery"]["include_background"] is False
 
@@ -96,8 +105,8 @@ def test_paper_configuration_lists_every_missing_input_before_loading_models(tmp
 
     monkeypatch.setattr(eval_run, "TrainedGlass", no_models)
     with pytest.raises(FileNotFoundError) as error:
-        eval_run.run_evaluation(params, tmp_path / "model", tmp_path / "prepared", tmp_path / "out",
-                                tmp_path / "metrics.json", models=tmp_path / "models")
+        _evaluate(params, tmp_path / "model", tmp_path / "prepared", tmp_path / "out",
+                  tmp_path / "metrics.json", models=tmp_path / "models")
     message = str(error.value)
     for missing in ("no-coco", "no-voc", "no-clevrtex", "no-objects365", "glass.json"):
         assert missing in message, missing
@@ -115,7 +124,7 @@ def test_hub_weights_missing_from_the_cache_are_named(tmp_path, monkeypatch):
         "encoder_image_size": 448, "decoder_image_size": 256}))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     problems = eval_run.model_problems(model)
-    assert any("facebook/dinov2-base" in p and "huggingface-cli download" in p for p in problems)
+    assert any("facebook/dinov2-base" in p and "hf download facebook/dinov2-base" in p for p in problems)
     assert any("gone" in p and "models stage" in p for p in problems)
 
 
@@ -152,6 +161,9 @@ def test_an_empty_dataset_or_a_bad_convention_is_reported_before_loading(setup, 
     root, params, model = setup
     params = copy.deepcopy(params)
     params["evaluate"]["conventions"]["mask_source"] = "decoder"
+    with pytest.raises(ParamsError, match="evaluate.conventions.mask_source: must be one of"):
+        read_section(params, "evaluate", EvaluateParams)
+    params["evaluate"]["conventions"]["mask_source"] = "mlp_decoder"
     params["evaluate"]["datasets"]["toy_val"]["limit"] = 0
 
     def no_models(*args, **kwargs):
@@ -159,6 +171,5 @@ def test_an_empty_dataset_or_a_bad_convention_is_reported_before_loading(setup, 
 
     monkeypatch.setattr(eval_run, "TrainedGlass", no_models)
     with pytest.raises(FileNotFoundError) as error:
-        eval_run.run_evaluation(params, model, root / "prepared", root / "bad",
-                                root / "bad.json")
-    assert "mask_source" in str(error.value) and "holds no images" in str(error.value)
+        _evaluate(params, model, root / "prepared", root / "bad", root / "bad.json")
+    assert "toy_val" in str(error.value) and "holds no images" in str(error.value)

@@ -13,6 +13,7 @@ from pathlib import Path
 import nltk
 import pytest
 
+from glass.errors import MissingInput
 from glass.data.classes import COCO_CATEGORY_IDS
 from glass.text import extract_classes
 from glass.text.nltk_resources import DOWNLOAD_COMMAND, ensure_nltk_data
@@ -256,7 +257,7 @@ def test_missing_nltk_data_raises_with_the_fix(fresh_nltk_check, monkeypatch, tm
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
     downloads = []
     monkeypatch.setattr(nltk, "download", lambda name, **kwargs: downloads.append(name) or False)
-    with pytest.raises(RuntimeError) as error:
+    with pytest.raises(MissingInput) as error:
         ensure_nltk_data()
     message = str(error.value)
     assert "python -m nltk.downloader averaged_perceptron_tagger_eng wordnet" in message

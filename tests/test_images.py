@@ -103,3 +103,43 @@ def test_mislabelled_png_is_decoded_by_content_with_a_note(tmp_path):
     image, notes = load_rgb_image(path)
     assert tuple(np.asarray(image)[0, 0]) == (1, 2, 3)
     assert notes and "content is PNG" in notes[0]
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch):
+    from hostile_corpus import decompression_bomb_png
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(decompression_bomb_png(12000, 12000))
+    assert path.stat().st_size < 2000
+    from PIL import ImageFile
+
+    decoded = []
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or None)
+    with pytest.raises(UnreadableImage, match=r"declares 12000x12000 = 144,000,000 pixels, above "
+                                              r"evaluate.max_image_pixels = 50,000,000"):
+        load_rgb_image(path, max_pixels=50_000_000, pixel_limit_key="evaluate.max_image_pixels")
+    assert decoded == []   # refused before any pixel was decoded
+    # PIL's own guard (twice its MAX_IMAGE_PIXELS) is a clean skip too, not a raw error
+    path.write_bytes(decompression_bomb_png(20000, 20000))
+    with pytest.raises(UnreadableImage, match="too large to decode safely"):
+        load_rgb_image(path)
+
+
+def test_an_oversized_jpeg_is_decoded_reduced_where_allowed(tmp_path):
+    path = tmp_path / "large.jpg"
+    Image.fromarray(np.full((400, 600, 3), 90, np.uint8)).save(path, quality=90)
+    image, notes = load_rgb_image(path, max_pixels=100_000, reduce_large=True)
+    assert image.size == (300, 200) and "decoded reduced to 300x200 from 600x400" in notes[0]
+    with pytest.raises(UnreadableImage, match="above max_image_pixels = 100,000"):
+        load_rgb_image(path, max_pixels=100_000)
+    with pytest.raises(UnreadableImage, match="above"):   # a PNG cannot be decoded reduced
+        Image.fromarray(np.full((400, 600, 3), 90, np.uint8)).save(tmp_path / "large.png")
+        load_rgb_image(tmp_path / "large.png", max_pixels=100_000, reduce_large=True)
+    assert load_rgb_image(path, max_pixels=240_000)[0].size == (600, 400)   # within the limit
+
+
+def test_an_animated_image_uses_its_first_frame_with_a_note(tmp_path):
+    frames = [Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).convert("P") for k in range(3)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    image, notes = load_rgb_image(tmp_path / "a.gif")
+    assert image.size == (8, 8) and notes == ["animated (3 frames): the first frame is used"]

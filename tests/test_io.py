@@ -56,3 +56,21 @@ def test_atomic_files_get_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_text_with_lone_surrogates_is_repaired_and_every_writer_writes_utf8(tmp_path):
+    from glass.io import clean_caption, repair_text
+
+    assert repair_text("dog \ud83d\udc36") == ("dog \U0001f436", [])   # a split pair is joined
+    fixed, notes = repair_text("dog \ud83d!")
+    assert fixed == "dog \ufffd!" and notes == ["1 lone UTF-16 surrogate(s) replaced by U+FFFD"]
+    cleaned, notes = clean_caption("A\x00 d\u200bog\u202e\ton a\nsofa \ud800")
+    assert cleaned == "A dog on a sofa \ufffd" and len(notes) == 2
+    assert clean_caption("כלב על ספה") == ("כלב על ספה", [])   # right-to-left text is kept
+    record = {"image_id": "x", "caption": "bad \udc00 text"}
+    write_jsonl(tmp_path / "a.jsonl", [record])
+    write_json(tmp_path / "a.json", record)
+    with ResumableJsonl(tmp_path / "r.jsonl", key_field="image_id") as journal:
+        journal.append([record])
+    for name in ("a.jsonl", "a.json", "r.jsonl"):
+        assert "bad \ufffd text" in (tmp_path / name).read_bytes().decode("utf-8")

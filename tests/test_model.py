@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from glass.errors import MissingInput
 from glass.model.diffusion_decoder import DiffusionDecoder
 from glass.model.encoder import FrozenDinov2Encoder
 from glass.model.glass import GlassModel, LossWeights
@@ -261,7 +262,7 @@ def test_encoder_is_frozen(tiny_dinov2_path):
 
 
 def test_encoder_missing_model_names_the_id():
-    with pytest.raises(RuntimeError, match="facebook/dinov2-missing-for-test"):
+    with pytest.raises(MissingInput, match="facebook/dinov2-missing-for-test.*hf download"):
         FrozenDinov2Encoder("facebook/dinov2-missing-for-test", image_size=448)
 
 
@@ -343,7 +344,7 @@ def test_decoder_targets_follow_the_prediction_type(decoder):
 
 
 def test_decoder_missing_model_names_the_id():
-    with pytest.raises(RuntimeError, match="stabilityai/sd-missing-for-test"):
+    with pytest.raises(MissingInput, match="stabilityai/sd-missing-for-test.*hf download"):
         DiffusionDecoder.from_pretrained("stabilityai/sd-missing-for-test", 256)
 
 

@@ -3,13 +3,16 @@ import json
 import pytest
 
 from glass.data.coco import DatasetNotFound, load_coco_index
+from glass.data.params import DataParams
 from glass.data.prepare import class_statistics, prepare, select_subset
 from glass.data.voc import load_voc_index
 from glass.io import read_jsonl
+from glass.params import ParamsError
+from typed_params import typed
 
-TOY = {"dataset": "toy", "max_images": None,
-       "toy": {"train_images": 12, "val_images": 4, "image_size": 64,
-               "object_radius": [0.14, 0.26]}}
+TOY = typed(DataParams, {"dataset": "toy", "max_images": None,
+                         "toy": {"train_images": 12, "val_images": 4, "image_size": 64,
+                                 "object_radius": [0.14, 0.26]}}, "data")
 
 
 def test_prepare_toy_world_end_to_end(tmp_path):
@@ -35,8 +38,7 @@ def test_prepare_toy_world_end_to_end(tmp_path):
 
 
 def test_missing_coco_names_the_path_and_how_to_get_it(tmp_path):
-    data = {"dataset": "coco", "coco": {"root": str(tmp_path / "nowhere"),
-                                        "caption_split": "train2017", "eval_split": "val2017"}}
+    data = typed(DataParams, {"dataset": "coco", "coco": {"root": str(tmp_path / "nowhere")}})
     with pytest.raises(DatasetNotFound) as caught:
         prepare(data, seed=0, out_dir=tmp_path / "out")
     message = str(caught.value)
@@ -45,8 +47,9 @@ def test_missing_coco_names_the_path_and_how_to_get_it(tmp_path):
 
 
 def test_unknown_dataset_kind(tmp_path):
-    with pytest.raises(ValueError, match="data.dataset is 'imagenet'"):
-        prepare({"dataset": "imagenet"}, seed=0, out_dir=tmp_path)
+    with pytest.raises(ParamsError, match="data.dataset: must be one of 'coco', 'voc', 'toy', "
+                                          "got the string 'imagenet'"):
+        typed(DataParams, {"dataset": "imagenet"}, "data")
 
 
 def _tiny_coco(tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from glass.errors import MissingInput
 from glass.synth.pseudo_mask import UNSURE
 from glass.synth.sam2_masks import Sam2MaskSource, label_sam_masks
 from glass.tiny.sam2 import CHECKPOINT_NAME, CONFIG_NAME, build_tiny_sam2, load_sam2
@@ -61,14 +62,14 @@ def test_unavailable_hub_id_raises_naming_it(monkeypatch, tmp_path):
     # An empty cache and offline mode: exactly the situation on an offline machine.
     monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path))
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(RuntimeError, match="facebook/sam2.1-hiera-large.*hf download"):
+    with pytest.raises(MissingInput, match="facebook/sam2.1-hiera-large.*hf download"):
         load_sam2("facebook/sam2.1-hiera-large", "cpu")
-    with pytest.raises(RuntimeError, match="facebook/sam2.1-hiera-huge"):
+    with pytest.raises(MissingInput, match="facebook/sam2.1-hiera-huge"):
         load_sam2("facebook/sam2.1-hiera-huge", "cpu")
 
 
 def test_folder_without_single_config_and_checkpoint_is_refused(tmp_path):
-    with pytest.raises(RuntimeError, match="one \\*.yaml config and one \\*.pt"):
+    with pytest.raises(MissingInput, match="one \\*.yaml config and one \\*.pt"):
         load_sam2(str(tmp_path), "cpu")
 
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
+from glass.errors import MissingInput
 from glass.synth.generator import SkipSample, SynthSample, synthesis_seed
 from glass.synth.stable_diffusion import StableDiffusionGenerator
 from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
@@ -128,12 +129,12 @@ def test_paper_resolutions_at_768_fail_before_loading_anything(monkeypatch):
     assert "768" in str(error.value) and "SD 2.1-base" in str(error.value)
 
 
-def test_unavailable_model_is_a_runtime_error_naming_it(tmp_path):
+def test_unavailable_model_is_a_missing_input_naming_it_and_the_fix(tmp_path):
     missing = "glass-tests/no-such-stable-diffusion"
-    with pytest.raises(RuntimeError, match=missing) as error:
+    with pytest.raises(MissingInput, match=missing) as error:
         StableDiffusionGenerator(missing, device="cpu", **TINY)
-    assert "huggingface-cli download" in str(error.value)
-    with pytest.raises(RuntimeError, match="not-here"):
+    assert f"hf download {missing}" in str(error.value)
+    with pytest.raises(MissingInput, match="not-here does not exist.*models stage"):
         StableDiffusionGenerator(str(tmp_path / "not-here"), device="cpu", **TINY)
 
 

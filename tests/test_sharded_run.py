@@ -13,9 +13,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from glass.errors import GlassError, StageFailed
+from glass.params import ParamsError
 from glass.synth.generator import synthesis_seed
 from glass.synth.sharded_run import GENERATOR_BACKENDS, GeneratorSpec, run_sharded_synthesis
-from glass.synth.toy_generator import ToyGenerator
+from typed_params import toy_generator, toy_spec
 
 TESTS_DIR = Path(__file__).resolve().parent
 TOY_PARAMS = {"image_size": 32, "max_objects": 3}
@@ -38,7 +40,7 @@ class CrashingGenerator:
         self.marker = Path(params.pop("marker"))
         self.always = params.pop("always", False)
         self.raise_instead = params.pop("raise_instead", False)
-        self.toy = ToyGenerator.from_params(params)
+        self.toy = toy_generator(params)
 
     def generate_batch(self, records, seeds):
         if any(r["key"] == self.crash_key for r in records):
@@ -58,23 +60,36 @@ class SlowGenerator:
     def __init__(self, params):
         params = dict(params)
         self.delay_s = params.pop("delay_s")
-        self.toy = ToyGenerator.from_params(params)
+        self.toy = toy_generator(params)
 
     def generate_batch(self, records, seeds):
         time.sleep(self.delay_s * len(records))
         return self.toy.generate_batch(records, seeds)
 
 
+class UnbuildableGenerator:
+    """A generator whose construction fails: with a project error (a setting the message
+    explains) or, with ``bug``, with an ordinary exception (a bug in the generator's code)."""
+
+    name = "toy"
+
+    def __init__(self, params):
+        if params.get("bug"):
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+        raise ParamsError("synth.toy.image_size", "must be >= 32, got 8")
+
+
 # Ray workers import this module by name: the ray_cluster fixture puts tests/ on their path.
 GENERATOR_BACKENDS["test_crashing"] = (__name__, "CrashingGenerator")
 GENERATOR_BACKENDS["test_slow"] = (__name__, "SlowGenerator")
+GENERATOR_BACKENDS["test_unbuildable"] = (__name__, "UnbuildableGenerator")
 
 
 def synthesize(out_dir, spec=None, **overrides):
     options = dict(shard_size=3, seed=SEED, batch_size=1, num_workers=0, jpeg_quality=90,
                    store_attention=False, progress=False)
     options.update(overrides)
-    return run_sharded_synthesis(RECORDS, spec or GeneratorSpec("toy", {"backend": "toy", "toy": TOY_PARAMS}), out_dir,
+    return run_sharded_synthesis(RECORDS, spec or toy_spec(TOY_PARAMS), out_dir,
                                  **options)
 
 
@@ -134,7 +149,7 @@ def test_in_process_shards_hold_every_sample_and_record_skips(reference, tmp_pat
     by_key = {record["key"]: record for record in RECORDS}
     assert sorted(s["__key__"] for s in samples) == sorted(
         k for k in by_key if "giraffe" not in by_key[k]["classes"])
-    toy = ToyGenerator.from_params(TOY_PARAMS)
+    toy = toy_generator(TOY_PARAMS)
     for sample in samples:
         record = by_key[sample["__key__"]]
         expected = toy.generate(record, synthesis_seed(SEED, record["key"]))
@@ -228,9 +243,16 @@ def test_a_shard_whose_worker_keeps_dying_fails_the_run_by_name(ray_cluster, tmp
 def test_generator_errors_fail_at_once_with_the_cause(ray_cluster, tmp_path):
     spec = GeneratorSpec("test_crashing", dict(TOY_PARAMS, crash_key="toy-synth-0004",
                                                 marker=str(tmp_path / "m"), raise_instead=True))
-    with pytest.raises(RuntimeError, match=r"shard-000001\.tar.*ValueError: cannot handle"):
+    # an ordinary exception inside the generator is a bug: not a one-line project error
+    with pytest.raises(RuntimeError, match=r"shard-000001\.tar.*ValueError: cannot handle") as bug:
         synthesize(tmp_path / "raises", spec, num_workers=1)
-    # a generator that cannot be built is not retried either
-    with pytest.raises(RuntimeError, match="could not build its 'toy' generator.*image_size"):
-        synthesize(tmp_path / "unbuildable", GeneratorSpec("toy", {"backend": "toy", "toy": {"image_size": 8}}),
+    assert not isinstance(bug.value, GlassError)
+    # a generator that cannot be built is not retried either; a project error stays one
+    with pytest.raises(StageFailed, match="could not build its 'test_unbuildable' generator.*"
+                                          "synth.toy.image_size: must be >= 32"):
+        synthesize(tmp_path / "unbuildable", GeneratorSpec("test_unbuildable", {}),
                    num_workers=1)
+    with pytest.raises(RuntimeError, match="could not build its 'test_unbuildable'.*TypeError") as bug:
+        synthesize(tmp_path / "unbuildable-bug", GeneratorSpec("test_unbuildable", {"bug": True}),
+                   num_workers=1)
+    assert not isinstance(bug.value, GlassError)

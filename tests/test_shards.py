@@ -21,11 +21,11 @@ from glass.synth.shards import (
     write_manifest,
     write_shard,
 )
-from glass.synth.toy_generator import ToyGenerator
+from typed_params import toy_generator
 
 
 def toy_samples(n, size=32):
-    generator = ToyGenerator.from_params({"image_size": size})
+    generator = toy_generator({"image_size": size})
     classes = [["kite"], ["tv", "pizza"], ["donut"]]
     return [generator.generate({"key": f"toy-{i:03d}", "caption": f"scene {i}", "prompt": "p",
                                 "classes": classes[i % 3]}, synthesis_seed(0, f"toy-{i:03d}"))

@@ -2,8 +2,14 @@ import json
 
 import pytest
 
+from glass.data.toy_world import ToyWorldConfig
 from glass.io import write_jsonl
-from glass.synth.run import output_settings, run_synthesize, synthesis_records
+from glass.synth.params import SynthParams, SynthToyParams
+from glass.synth.run import run_fingerprint, run_synthesize, synthesis_records
+
+TOY_SYNTH = SynthParams(backend="toy", max_samples=None, shard_size=2, batch_size=2,
+                        num_workers=0, jpeg_quality=90,
+                        toy=SynthToyParams(unsure_band=1, world=ToyWorldConfig(image_size=48)))
 
 PROMPTS = [
     {"image_id": "toy-train-000000000001", "caption": "A photo of a kite.", "classes": ["kite"],
@@ -41,16 +47,21 @@ def test_max_samples_is_a_seeded_subset_in_key_order():
 
 
 def test_speed_settings_do_not_enter_fingerprints():
-    assert output_settings({"batch_size": 8, "num_workers": 2, "shard_size": 4}) == {"shard_size": 4}
+    def fingerprint(synth):
+        return run_fingerprint(synth, synth.generator_settings({}), 0, "prompts-sha")
+
+    base = fingerprint(TOY_SYNTH)
+    assert fingerprint(TOY_SYNTH.replace(batch_size=7, num_workers=3)) == base
+    # the unused backend's settings do not decide the toy shards either
+    assert fingerprint(TOY_SYNTH.replace(stable_diffusion=TOY_SYNTH.stable_diffusion.replace(
+        steps=3))) == base
+    assert fingerprint(TOY_SYNTH.replace(shard_size=3)) != base
+    assert fingerprint(TOY_SYNTH.replace(toy=TOY_SYNTH.toy.replace(unsure_band=2))) != base
 
 
 def test_run_synthesize_writes_shards_manifest_metrics_and_grid(tmp_path):
     write_jsonl(tmp_path / "prompts.jsonl", PROMPTS)
-    synth = {"backend": "toy", "mask_source": "attention", "no_class_prompts": "skip",
-             "images_per_prompt": 1, "max_samples": None, "shard_size": 2, "batch_size": 2,
-             "num_workers": 0, "jpeg_quality": 90, "store_attention": False,
-             "toy": {"image_size": 48, "unsure_band": 1}}
-    metrics = run_synthesize(tmp_path / "prompts.jsonl", synth, {}, 0, tmp_path / "shards",
+    metrics = run_synthesize(tmp_path / "prompts.jsonl", TOY_SYNTH, {}, 0, tmp_path / "shards",
                              tmp_path / "scratch", tmp_path / "metrics.json", tmp_path / "grid.png")
     names = sorted(p.name for p in (tmp_path / "shards").iterdir())
     # 3 prompts reach the generator (one is refused: no toy shape for giraffe) → 2 shards of 2 keys

@@ -26,3 +26,30 @@ def test_a_resolution_without_the_chosen_attention_maps_fails_before_loading(tmp
     assert "768" in result.stderr and "16" in result.stderr
     assert "glass-model.json" not in result.stderr  # failed before even reading the models
     assert not (tmp_path / "shards").exists()
+
+
+def test_paper_models_missing_from_the_cache_fail_before_ray_starts(tmp_path):
+    """The paper configuration offline without SD 2.1 in the Hugging Face cache: the stage names
+    the model and the fix before any Ray worker is started (it used to fail minutes later)."""
+    from glass.io import write_json, write_jsonl
+
+    write_jsonl(tmp_path / "prompts.jsonl", [{"image_id": "p0", "caption": "a dog",
+                                              "classes": ["dog"], "prompt": "a dog; dog"}])
+    models = tmp_path / "models"
+    for role, model_id in (("stable_diffusion", "stabilityai/stable-diffusion-2-1-base"),
+                           ("sam2", "facebook/sam2.1-hiera-large")):
+        write_json(models / role / "glass-model.json", {"role": role, "source": "hub",
+                                                        "id": model_id})
+    result = subprocess.run(
+        [sys.executable, "stages/synthesize.py", "--params", "params.yaml",
+         "--prompts", str(tmp_path / "prompts.jsonl"), "--models", str(models),
+         "--out", str(tmp_path / "shards"), "--scratch", str(tmp_path / "scratch"),
+         "--metrics", str(tmp_path / "m.json"), "--grid", str(tmp_path / "g.png")],
+        cwd=REPO, capture_output=True, text=True,
+        env=dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "empty-cache")))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "synthesize cannot start" in result.stderr
+    assert "hf download stabilityai/stable-diffusion-2-1-base" in result.stderr
+    assert "sam2" not in result.stderr.split("cannot start")[1]   # mask_source attention: unused
+    assert "Ray" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "shards").exists() and not (tmp_path / "scratch").exists()

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from glass.synth.generator import SkipSample, SynthSample, synthesis_seed
-from glass.synth.toy_generator import ToyGenerator, mark_boundaries_unsure
+from glass.synth.toy_generator import mark_boundaries_unsure
+from typed_params import toy_generator
 
 
 def test_boundary_band_marks_both_sides_of_every_label_change():
@@ -15,7 +16,7 @@ def test_boundary_band_marks_both_sides_of_every_label_change():
 
 
 def test_toy_sample_has_the_prompt_classes_and_an_exact_mask_inside_objects():
-    generator = ToyGenerator.from_params({"image_size": 64, "unsure_band": 1})
+    generator = toy_generator({"image_size": 64, "unsure_band": 1})
     record = {"key": "toy-train-000000000001", "prompt": "A photo of two kites and a tv.; kite tv",
               "caption": "A photo of two kites and a tv.", "classes": ["kite", "tv"]}
     sample = generator.generate(record, synthesis_seed(0, record["key"]))
@@ -30,7 +31,7 @@ def test_toy_sample_has_the_prompt_classes_and_an_exact_mask_inside_objects():
 
 
 def test_prompts_the_toy_world_cannot_draw_are_skipped_with_a_reason():
-    generator = ToyGenerator.from_params({"image_size": 64})
+    generator = toy_generator({"image_size": 64})
     results = generator.generate_batch(
         [{"key": "a", "classes": ["giraffe"]}, {"key": "b", "classes": []},
          {"key": "c", "classes": ["pizza"]}], [1, 2, 3])
@@ -38,4 +39,4 @@ def test_prompts_the_toy_world_cannot_draw_are_skipped_with_a_reason():
     assert isinstance(results[1], SkipSample)
     assert isinstance(results[2], SynthSample)
     with pytest.raises(ValueError):
-        ToyGenerator.from_params({"image_size": 64, "unsure_band": -1})
+        toy_generator({"image_size": 64, "unsure_band": -1})

@@ -62,12 +62,12 @@ def _file_bytes(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"image_size": 16}, "image_size"),
-    ({"image_size": 64.0}, "image_size must be an integer"),
+    ({"image_size": 64.0}, "image_size: must be an integer, got float 64.0"),
     ({"min_objects": 0}, "min_objects"),
     ({"min_objects": 4, "max_objects": 3}, "max_objects"),
-    ({"object_radius": (0.05, 0.2)}, r"object_radius\[0\]"),
+    ({"object_radius": (0.05, 0.2)}, r"object_radius: values must be in \[0.12, 0.4\], got 0.05"),
     ({"object_radius": (0.3, 0.2)}, "min <= max"),
-    ({"object_radius": (0.2,)}, "pair"),
+    ({"object_radius": (0.2,)}, "object_radius: must be a list of 2 values"),
     ({"duplicate_class_prob": 1.5}, "duplicate_class_prob"),
     ({"min_visible_fraction": 0.0}, "min_visible_fraction"),
     ({"colour_jitter": -0.1}, "colour_jitter"),

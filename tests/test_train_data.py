@@ -11,7 +11,6 @@ from PIL import Image
 
 from glass.synth.generator import SynthSample
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
-from glass.synth.toy_generator import ToyGenerator
 from glass.train.data import (
     CorruptSampleError,
     InfiniteBatches,
@@ -24,6 +23,7 @@ from glass.train.data import (
     make_train_loader,
     shard_paths,
 )
+from typed_params import toy_generator
 
 TOY = {"image_size": 32, "max_objects": 2}
 CLASSES = [["kite"], ["tv", "pizza"], ["donut"]]
@@ -38,7 +38,7 @@ class SometimesMaskless:
     name = "toy"
 
     def __init__(self, params):
-        self.toy = ToyGenerator.from_params(params["toy"])
+        self.toy = toy_generator(params["toy"])
 
     def generate_batch(self, records, seeds):
         results = self.toy.generate_batch(records, seeds)

@@ -1,6 +1,5 @@
 """Two-phase training on tiny models: resume, phases, failure behaviour, saved modules."""
 
-import copy
 import json
 import os
 import shutil
@@ -23,9 +22,10 @@ from glass.tiny.dinov2 import build_tiny_dinov2
 from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
 from glass.train import trainer
 from glass.train.checkpoints import latest_checkpoint
+from glass.train.params import TrainParams
+from typed_params import toy_spec, typed
 
-TRAIN = {
-    "seed": 0,
+TRAIN = typed(TrainParams, {
     "model": {"encoder_image_size": 64, "decoder_image_size": 64, "num_slots": 4,
               "num_iterations": 2, "slot_size": 32, "mlp_hidden_size": 32,
               "mlp_decoder_hidden_size": 32, "mlp_decoder_layers": 3},
@@ -37,7 +37,7 @@ TRAIN = {
                 "checkpoint_every": 2, "checkpoint_limit": 2},
     "phase1": {"steps": 6, "lr": 1e-3},
     "phase2": {"steps": 2, "unet_lr": 4e-5, "slot_lr": 1e-8},
-}
+}, "train")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +45,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     records = [{"key": f"toy-{i:04d}", "prompt": "p", "caption": "c",
                 "classes": [["kite", "tv"], ["pizza"], ["donut", "donut"]][i % 3]} for i in range(12)]
-    run_sharded_synthesis(records, GeneratorSpec("toy", {"backend": "toy",
-                                                         "toy": {"image_size": 64}}),
+    run_sharded_synthesis(records, toy_spec({"image_size": 64}),
                           root / "shards", shard_size=5, seed=0, batch_size=4, num_workers=0,
                           jpeg_quality=90, store_attention=False, progress=False)
     refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")),
@@ -56,7 +55,7 @@ def setup(tmp_path_factory):
 
 def _train(root, refs, name, phase=1, train=TRAIN, init=None, cache=None):
     base = root / name
-    return trainer.train_phase(phase, copy.deepcopy(train), refs, root / "shards", base / "model",
+    return trainer.train_phase(phase, train, 0, refs, root / "shards", base / "model",
                                base / "scratch", base / "live", init_dir=init, cache_dir=cache)
 
 
@@ -103,25 +102,38 @@ def test_phase_one_then_two_save_from_pretrained_loadable_modules(setup):
 
 def test_phase_learning_rates_and_frozen_unet(setup):
     root, refs = setup
-    model = trainer.build_model(copy.deepcopy(TRAIN), refs, 1, None)
-    groups = trainer.parameter_groups(model, 1, TRAIN["phase1"])
+    model = trainer.build_model(TRAIN, 0, refs, 1, None)
+    groups = trainer.parameter_groups(model, 1, TRAIN)
     assert [g["lr"] for g in groups] == [1e-3]
     assert not any(p.requires_grad for p in model.decoder.unet.parameters())
-    groups = trainer.parameter_groups(model, 2, TRAIN["phase2"])
+    groups = trainer.parameter_groups(model, 2, TRAIN)
     assert {g["name"]: g["lr"] for g in groups} == {"slots": 1e-8, "unet": 4e-5}
     assert all(p.requires_grad for p in model.decoder.unet.parameters())
 
 
 _RUN = """
-import copy, logging, sys
+import logging, sys
 logging.basicConfig(level=logging.INFO)
 sys.path.insert(0, {tests!r})
 from test_trainer import TRAIN
 from glass.train import trainer
-train = copy.deepcopy(TRAIN)
-train["phase1"]["steps"] = 10
-trainer.train_phase(1, train, {refs!r}, {shards!r}, {out!r}, {scratch!r}, {live!r})
+# every step logged, every second one checkpointed: a kill leaves logged rows past the checkpoint
+train = TRAIN.replace(phase1=TRAIN.phase1.replace(steps=10),
+                      logging=TRAIN.logging.replace(log_every=1))
+trainer.train_phase(1, train, 0, {refs!r}, {shards!r}, {out!r}, {scratch!r}, {live!r})
 """
+
+
+def _logged_rows(live):
+    """(metric, step, value) of every DVCLive TSV row, timestamps left out."""
+    rows = []
+    for path in sorted((live / "plots" / "metrics").rglob("*.tsv")):
+        lines = path.read_text().splitlines()
+        header = lines[0].split("\t")
+        for line in lines[1:]:
+            values = dict(zip(header, line.split("\t")))
+            rows.append((path.name, int(values["step"]), values[path.stem]))
+    return rows
 
 
 def _run_script(root, refs, name):
@@ -150,6 +162,10 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_with_the_same_result(setu
         a = load_file(root / "straight" / "model" / module / "diffusion_pytorch_model.safetensors")
         b = load_file(root / "killed" / "model" / module / "diffusion_pytorch_model.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a), f"{module} differs after resume"
+    # the loss curves list each step once, with the values of the uninterrupted run
+    straight, killed = _logged_rows(root / "straight" / "live"), _logged_rows(root / "killed" / "live")
+    assert len(killed) == len(set((name, step) for name, step, _ in killed)) == 4 * 10
+    assert killed == straight
     # optimizer state came back too: Adam's step counter continued from the checkpoint
     final = torch.load(latest_checkpoint(checkpoints)[1] / "optimizer.bin", weights_only=False)
     assert max(int(s["step"]) for s in final["state"].values()) == 10
@@ -178,3 +194,49 @@ def test_out_of_memory_advice_names_the_params():
     advice = trainer.out_of_memory_advice(RuntimeError("CUDA out of memory"))
     for param in ("train.data.batch_size", "gradient_accumulation_steps", "mixed_precision"):
         assert param in advice
+
+
+def test_skipped_corrupt_shards_are_recorded_in_the_metrics_and_the_trained_folder(setup):
+    root, refs = setup
+    shards = root / "shards-damaged"
+    shutil.copytree(root / "shards", shards)
+    tar = sorted(shards.glob("shard-*.tar"))[0]
+    tar.write_bytes(tar.read_bytes()[:-700])   # truncated, as by a full disk
+    train = TRAIN.replace(data=TRAIN.data.replace(on_corrupt="skip"),
+                          phase1=TRAIN.phase1.replace(steps=2))
+    base = root / "damaged"
+    trainer.train_phase(1, train, 0, refs, shards, base / "model", base / "scratch", base / "live")
+    info = json.loads((base / "model" / "glass.json").read_text())
+    assert [name for name, _ in info["data_skipped"]["shards"]] == [tar.name]
+    assert "bytes, manifest says" in info["data_skipped"]["shards"][0][1]
+    metrics = json.loads((base / "live" / "metrics.json").read_text())
+    assert metrics["phase1"]["skipped_shards"] == 1 and metrics["phase1"]["skipped_samples"] == 0
+    # an intact run records nothing skipped
+    assert "data_skipped" not in json.loads((root / "p1" / "model" / "glass.json").read_text())
+
+
+def test_damaged_weights_name_the_file_and_the_fix(setup, tmp_path):
+    root, refs = setup
+    from glass.errors import MissingInput
+    from glass.model.encoder import FrozenDinov2Encoder
+
+    encoder = tmp_path / "dinov2"
+    shutil.copytree(refs["encoder"], encoder)
+    weights = encoder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(MissingInput, match=r"model.safetensors is truncated or corrupt.*rerun the "
+                                           r"models stage \(`dvc repro -f -s models`"):
+        FrozenDinov2Encoder(str(encoder), image_size=64)
+    trained = tmp_path / "trained"
+    shutil.copytree(root / "p1" / "model", trained)
+    shutil.copytree(refs["encoder"], tmp_path / "dinov2-ok")
+    info = json.loads((trained / "glass.json").read_text())
+    info["encoder"] = {"source": "local", "path": "../dinov2-ok"}
+    info["stable_diffusion"] = {"source": "local", "path": os.path.relpath(refs["stable_diffusion"],
+                                                                             trained)}
+    (trained / "glass.json").write_text(json.dumps(info))
+    slot_weights = trained / "slot_attention" / "diffusion_pytorch_model.safetensors"
+    slot_weights.write_bytes(slot_weights.read_bytes()[:100])
+    with pytest.raises(MissingInput, match="trained slot attention: weights file .*slot_attention"
+                                           ".*truncated or corrupt.*rerun the train stage"):
+        TrainedGlass(trained)

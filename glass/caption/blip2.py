@@ -11,10 +11,11 @@ import logging
 from collections.abc import Iterable, Iterator
 
 import torch
-from huggingface_hub.errors import HFValidationError
 from PIL import Image
 from transformers import Blip2ForConditionalGeneration, Blip2Processor
 
+from glass.errors import InvalidInput
+from glass.model_reference import load_errors, load_failure
 from glass.devices import resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Blip2Captioner:
         prompt: str | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
         self.model_id = str(model)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device, what="BLIP-2")
@@ -105,19 +106,9 @@ def load_blip2(
     try:
         processor = Blip2Processor.from_pretrained(model_id)
         model = Blip2ForConditionalGeneration.from_pretrained(model_id, dtype=dtype)
-    except (OSError, HFValidationError) as error:
-        raise RuntimeError(unavailable_model_message(model_id, error)) from error
+    except load_errors() as error:
+        raise load_failure("BLIP-2 captioner", model_id, error) from error
     return processor, model
-
-
-def unavailable_model_message(model_id: str, error: Exception) -> str:
-    return (
-        f"BLIP-2 model {model_id!r} could not be loaded ({type(error).__name__}: {error}). "
-        "It is neither a complete local folder nor in the Hugging Face cache, and this run cannot "
-        f"download it. Fix: on a machine with internet run `huggingface-cli download {model_id}` "
-        "(then copy the cache, or the downloaded folder, here), or set the captioning model "
-        "parameter to a local folder that holds the model."
-    )
 
 
 def prepare_processor(processor: Blip2Processor, model: Blip2ForConditionalGeneration) -> None:

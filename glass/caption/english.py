@@ -1,6 +1,7 @@
 """Just enough English to write captions from class names: plurals, counts, lists."""
 
 from __future__ import annotations
+from glass.errors import InvalidInput
 
 # Irregular or non-"s" plurals among the COCO class names (head noun of multi-word names).
 _IRREGULAR_PLURALS = {
@@ -39,7 +40,7 @@ def with_article(name: str) -> str:
 def count_phrase(count: int, name: str) -> str:
     """``count_phrase(2, "dog") == "two dogs"``, ``count_phrase(1, "apple") == "an apple"``."""
     if count <= 0:
-        raise ValueError(f"count must be positive, got {count}")
+        raise InvalidInput(f"count must be positive, got {count}")
     if count == 1:
         return with_article(name)
     number = _COUNT_WORDS[count] if count < len(_COUNT_WORDS) else str(count)

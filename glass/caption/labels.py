@@ -3,6 +3,7 @@ generated caption with the image's ground-truth class labels."""
 
 from __future__ import annotations
 
+from glass.errors import InvalidInput
 from glass.caption.english import count_phrase, join_list
 
 
@@ -13,6 +14,6 @@ def caption_from_labels(classes: list[str], instance_counts: dict[str, int]) -> 
     once, as a plural ("some people") would misstate nothing either way.
     """
     if not classes:
-        raise ValueError("no ground-truth classes to caption")
+        raise InvalidInput("no ground-truth classes to caption")
     phrases = [count_phrase(max(1, instance_counts.get(name, 0)), name) for name in classes]
     return f"A photo of {join_list(phrases)}."

@@ -24,21 +24,46 @@ from typing import Any
 from tqdm import tqdm
 
 from glass.caption.labels import caption_from_labels
+from glass.caption.params import Blip2Params, CaptionParams
 from glass.caption.template import TemplateDistribution, sample_template_caption
 from glass.data.images import UnreadableImage, load_rgb_image
-from glass.io import ResumableJsonl, dumps_canonical, file_sha256, read_jsonl, write_jsonl
+from glass.errors import InvalidInput
+from glass.io import (ResumableJsonl, clean_caption, dumps_canonical, file_sha256, read_jsonl,
+                      write_jsonl)
 from glass.seeding import sample_rng
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("blip2", "labels", "template", "dataset")
 
-
-def caption_fingerprint(params: dict[str, Any], seed: int, index_sha: str) -> str:
-    backend = params["backend"]
-    relevant = {"backend": backend, "settings": params.get(backend, {}), "seed": seed,
-                "min_image_side": params.get("min_image_side"), "index": index_sha}
+def caption_fingerprint(params: CaptionParams, seed: int, index_sha: str) -> str:
+    backend = params.backend
+    settings = getattr(params, backend).as_dict() if backend in ("blip2", "template") else {}
+    relevant = {"backend": backend, "settings": settings, "seed": seed,
+                "min_image_side": params.min_image_side, "index": index_sha}
+    if backend == "blip2":   # only BLIP-2 reads images
+        relevant["max_image_pixels"] = params.max_image_pixels
     return hashlib.sha256(dumps_canonical(relevant).encode()).hexdigest()[:16]
+
+
+def finish_caption(record: dict) -> dict:
+    """A produced caption made safe for every later stage: text that encodes as UTF-8, without
+    control or invisible characters (each change noted in ``notes``); a caption that is not
+    text, or nothing once cleaned, becomes a skip with the reason."""
+    if "skipped" in record:
+        return record
+    caption = record.get("caption")
+    if not isinstance(caption, str):
+        return _skip(record["image_id"], record["backend"],
+                     f"the caption is {type(caption).__name__}, not text")
+    cleaned, notes = clean_caption(caption)
+    if not cleaned.strip():
+        return _skip(record["image_id"], record["backend"],
+                     "the caption is empty" + (" once control characters are removed"
+                                               if notes else ""))
+    if notes:
+        log.warning("caption of %s repaired: %s", record["image_id"], "; ".join(notes))
+        record = dict(record, caption=cleaned, notes=list(record.get("notes", [])) + notes)
+    return record
 
 
 def _skip(image_id: str, backend: str, reason: str) -> dict:
@@ -58,7 +83,7 @@ def caption_with_labels(records: Iterable[dict]) -> Iterator[dict]:
 def caption_with_dataset(records: Iterable[dict], seed: int) -> Iterator[dict]:
     """One of the dataset's own captions per image (COCO captions), chosen by (seed, image id)."""
     for record in records:
-        captions = [c for c in record.get("captions", []) if c.strip()]
+        captions = [c for c in record.get("captions", []) if isinstance(c, str) and c.strip()]
         if not captions:
             yield _skip(record["image_id"], "dataset", "the dataset has no caption for this image")
             continue
@@ -82,16 +107,21 @@ def _batched(items: list, size: int) -> Iterator[list]:
         yield items[start:start + size]
 
 
-def caption_with_blip2(records: list[dict], settings: dict[str, Any], min_side: int) -> Iterator[dict]:
-    """BLIP-2 captions; unreadable images become skips with the reason, never crashes."""
+def caption_with_blip2(records: list[dict], model: str, settings: Blip2Params, min_side: int,
+                       max_pixels: int) -> Iterator[dict]:
+    """BLIP-2 captions; unreadable images become skips with the reason, never crashes. Images
+    above ``max_pixels`` are decoded reduced where the format allows (BLIP-2 sees 224 px), else
+    skipped."""
     from glass.caption.blip2 import Blip2Captioner
 
-    captioner = Blip2Captioner(**settings)
+    captioner = Blip2Captioner(model, **settings.as_dict())
     for batch in _batched(records, captioner.batch_size):
         loaded, results = [], {}
         for record in batch:
             try:
-                image, notes = load_rgb_image(record["file"], min_side=min_side)
+                image, notes = load_rgb_image(record["file"], min_side=min_side,
+                                              max_pixels=max_pixels, reduce_large=True,
+                                              pixel_limit_key="caption.max_image_pixels")
             except UnreadableImage as error:
                 log.warning("skipping %s: %s", record["image_id"], error)
                 results[record["image_id"]] = _skip(record["image_id"], "blip2", error.reason)
@@ -107,24 +137,23 @@ def caption_with_blip2(records: list[dict], settings: dict[str, Any], min_side: 
         yield from (results[record["image_id"]] for record in batch)
 
 
-def run_captioning(index_path: str | Path, stats_path: str | Path, params: dict[str, Any],
+def run_captioning(index_path: str | Path, stats_path: str | Path, params: CaptionParams,
                    seed: int, out_path: str | Path, scratch_dir: str | Path,
                    blip2_model: str | None = None) -> dict[str, Any]:
     """Caption every image of the index (or ``num_captions`` template samples).
 
     ``blip2_model`` is what ``from_pretrained`` loads (hub id or folder), needed for ``blip2``.
     """
-    backend = params["backend"]
-    if backend not in BACKENDS:
-        raise ValueError(f"caption.backend is {backend!r}; expected one of {BACKENDS}")
+    backend = params.backend
+    if backend == "blip2" and not blip2_model:
+        raise InvalidInput("caption.backend is blip2 but no BLIP-2 model was given")
     index_path = Path(index_path)
     index = read_jsonl(index_path)
 
     if backend == "template":
-        settings = params.get("template", {})
-        count = settings.get("num_captions") or len(index)
+        count = params.template.num_captions or len(index)
         stats = json.loads(Path(stats_path).read_text())
-        distribution = TemplateDistribution.from_stats(stats, int(settings.get("max_objects", 10)))
+        distribution = TemplateDistribution.from_stats(stats, params.template.max_objects)
         all_ids = template_sample_ids(int(count))
     else:
         all_ids = [record["image_id"] for record in index]
@@ -144,15 +173,13 @@ def run_captioning(index_path: str | Path, stats_path: str | Path, params: dict[
             elif backend == "dataset":
                 produced = caption_with_dataset(todo, seed)
             else:
-                if not blip2_model:
-                    raise ValueError("caption.backend is blip2 but no BLIP-2 model was given")
-                settings = dict(params.get("blip2", {}), model=blip2_model)
-                produced = caption_with_blip2(todo, settings, int(params.get("min_image_side", 1)))
+                produced = caption_with_blip2(todo, blip2_model, params.blip2,
+                                              params.min_image_side, params.max_image_pixels)
         progress = tqdm(total=len(all_ids), initial=len(all_ids) - len(todo_ids),
                         desc=f"caption[{backend}]", unit="img")
         pending: list[dict] = []
         for result in produced:
-            pending.append(result)
+            pending.append(finish_caption(result))
             if len(pending) >= 64:  # fsync in chunks: cheap for fast backends, safe for slow ones
                 done.append(pending)
                 progress.update(len(pending))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from glass.errors import InvalidInput
 from glass.data.classes import check_coco_class
 from glass.seeding import sample_rng
 
@@ -27,7 +28,7 @@ class TemplateDistribution:
     @classmethod
     def from_stats(cls, stats: dict, max_objects: int) -> "TemplateDistribution":
         if max_objects < 1:
-            raise ValueError(f"caption.template.max_objects must be >= 1, got {max_objects}")
+            raise InvalidInput(f"caption.template.max_objects must be >= 1, got {max_objects}")
         # Images without objects cannot be described by the template; counts above max_objects
         # are clipped to it (COCO has images with dozens of instances, which would make prompts
         # far longer than CLIP's 77 tokens).
@@ -38,7 +39,7 @@ class TemplateDistribution:
                 counts[clipped] = counts.get(clipped, 0) + images
         occurrence = {check_coco_class(name): n for name, n in stats["class_images"].items() if n > 0}
         if not counts or not occurrence:
-            raise ValueError("class_stats.json has no images with objects: the template captioner "
+            raise InvalidInput("class_stats.json has no images with objects: the template captioner "
                              "needs ground-truth object statistics of the caption split")
         object_counts = np.array(sorted(counts))
         names = tuple(sorted(occurrence))

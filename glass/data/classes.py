@@ -5,6 +5,7 @@ Every class name in the project is one of ``COCO_CLASSES``; datasets with other 
 """
 
 from __future__ import annotations
+from glass.errors import InvalidInput
 
 # Official COCO 2017 category ids (they skip 12, 26, 29, 30, 45, 66, 68, 69, 71, 83).
 COCO_CATEGORY_IDS: dict[str, int] = {
@@ -45,7 +46,7 @@ assert all(name in COCO_CATEGORY_IDS for name in VOC_TO_COCO.values())
 def check_coco_class(name: str) -> str:
     """Return ``name`` if it is an official COCO class name, else raise a ValueError saying so."""
     if name not in COCO_CATEGORY_IDS:
-        raise ValueError(
+        raise InvalidInput(
             f"{name!r} is not one of the 80 COCO class names (see glass.data.classes.COCO_CLASSES)"
         )
     return name

@@ -11,11 +11,16 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
 
 from glass.data.classes import COCO_CATEGORY_IDS
+from glass.errors import InvalidInput, MissingInput
+from glass.io import repair_text
+
+log = logging.getLogger(__name__)
 
 COCO_DOWNLOAD_HINT = (
     "COCO 2017 is at https://cocodataset.org/#download: '2017 Train images', '2017 Val images' "
@@ -24,7 +29,7 @@ COCO_DOWNLOAD_HINT = (
 )
 
 
-class DatasetNotFound(FileNotFoundError):
+class DatasetNotFound(MissingInput):
     """A dataset path from params does not exist; the message says how to obtain the data."""
 
 
@@ -39,7 +44,7 @@ def _load_json(path: Path) -> dict:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); "
+        raise InvalidInput(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); "
                          "the annotation file is corrupt: re-download it") from None
 
 
@@ -56,18 +61,35 @@ def load_coco_index(images_dir: str | os.PathLike, instances_json: str | os.Path
 
     images_dir = require_path(Path(images_dir), "image folder", hint)
     instances_json = require_path(Path(instances_json), "instances annotation file", hint)
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress we don't want
-        coco = COCO(str(instances_json))
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco = COCO(str(instances_json))
+    except (ValueError, KeyError, TypeError) as error:   # json.JSONDecodeError is a ValueError
+        raise InvalidInput(f"{instances_json}: not a readable COCO instances file "
+                           f"({type(error).__name__}: {error}); re-download it") from None
     category_names = {}
     for category in coco.loadCats(coco.getCatIds()):
         if category["name"] not in COCO_CATEGORY_IDS:
-            raise ValueError(f"{instances_json}: category {category['name']!r} is not a COCO class")
+            raise InvalidInput(f"{instances_json}: category {category['name']!r} is not a COCO class")
         category_names[category["id"]] = category["name"]
 
     captions: dict[int, list[str]] = defaultdict(list)
+    caption_notes: dict[int, list[str]] = defaultdict(list)
     if captions_json is not None and Path(captions_json).exists():
         for annotation in _load_json(Path(captions_json)).get("annotations", []):
-            captions[annotation["image_id"]].append(annotation["caption"].strip())
+            image_id, text = annotation.get("image_id"), annotation.get("caption")
+            if not isinstance(text, str):
+                log.warning("%s: caption annotation %s of image %s is %s, not text; left out",
+                            captions_json, annotation.get("id"), image_id, type(text).__name__)
+                caption_notes[image_id].append(f"caption annotation {annotation.get('id')} is "
+                                               "not text; left out")
+                continue
+            # JSON may hold lone UTF-16 surrogates ("\ud800"), which no UTF-8 file can: repair
+            # them here, where the caption is read, and say so in the index record
+            text, notes = repair_text(text.strip())
+            captions[image_id].append(text)
+            caption_notes[image_id].extend(
+                f"caption annotation {annotation.get('id')}: {note}" for note in notes)
 
     records = []
     for image_id in sorted(coco.getImgIds()):
@@ -90,4 +112,6 @@ def load_coco_index(images_dir: str | os.PathLike, instances_json: str | os.Path
             "instance_counts": {name: instance_counts[name] for name in classes},
             "captions": sorted(captions.get(image_id, [])),
         })
+        if caption_notes.get(image_id):
+            records[-1]["notes"] = caption_notes[image_id]
     return records

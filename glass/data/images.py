@@ -8,24 +8,35 @@ what is wrong with which file, so callers can record a skip instead of crashing 
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from glass.errors import InvalidInput
+
+# Default pixel limit: well above COCO (640 x 640) and VOC (500 x 375) images, far below what a
+# decompression bomb declares (a 115-byte PNG can claim 12000 x 12000 = 144 M pixels).
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 # PIL's own name for the format each extension claims; used only to report mislabelled files.
 _EXTENSION_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF",
                       ".bmp": "BMP", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
-class UnreadableImage(Exception):
+class UnreadableImage(InvalidInput):
     """An image that cannot be used; ``reason`` is a short human-readable explanation."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+    def __reduce__(self):   # picklable (Ray sends errors between processes)
+        return type(self), (self.path, self.reason)
 
 
 def format_mismatch(path: str | os.PathLike, actual_format: str | None) -> str | None:
@@ -62,10 +73,33 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = (255, 255, 255
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
-def load_rgb_image(path: str | os.PathLike, *, min_side: int = 1) -> tuple[Image.Image, list[str]]:
-    """Open ``path`` as 8-bit RGB. Returns (image, notes); raises UnreadableImage with a reason.
+def _reduce_on_load(opened: Image.Image, max_pixels: int) -> str | None:
+    """Ask the decoder for a reduced image (JPEG's DCT scaling by 1/2, 1/4 or 1/8) so that it
+    holds at most ``max_pixels`` pixels; a note saying so, or None when the format cannot."""
+    if opened.format != "JPEG":
+        return None
+    width, height = opened.size
+    factor = math.sqrt(width * height / max_pixels)
+    wanted = (max(1, math.ceil(width / factor)), max(1, math.ceil(height / factor)))
+    opened.draft(opened.mode, wanted)
+    if opened.size[0] * opened.size[1] > max_pixels:
+        return None
+    return (f"decoded reduced to {opened.size[0]}x{opened.size[1]} from {width}x{height} "
+            "(above the pixel limit)")
 
-    ``notes`` lists harmless oddities worth recording (e.g. a mislabelled extension).
+
+def decode_image(path: str | os.PathLike, *, max_pixels: int | None = None,
+                 reduce_large: bool = False, pixel_limit_key: str = "max_image_pixels",
+                 convert: Callable[[Image.Image], Image.Image] | None = None
+                 ) -> tuple[Image.Image, list[str]]:
+    """Open and fully decode ``path`` (then ``convert`` it, e.g. to RGB): (image, notes), or
+    UnreadableImage with the reason.
+
+    ``notes`` lists harmless oddities worth recording (a mislabelled extension, an animation of
+    which the first frame was used, a reduced decode). An image whose header declares more than
+    ``max_pixels`` pixels is refused before it is decoded (a few bytes can declare gigabytes),
+    unless ``reduce_large`` and the format can decode it reduced below the limit (JPEG).
+    ``pixel_limit_key`` names the param in the refusal.
     """
     path = Path(path)
     if not path.exists():
@@ -77,15 +111,38 @@ def load_rgb_image(path: str | os.PathLike, *, min_side: int = 1) -> tuple[Image
     try:
         with Image.open(path) as opened:
             notes = [note] if (note := format_mismatch(path, opened.format)) else []
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                reduced = _reduce_on_load(opened, max_pixels) if reduce_large else None
+                if reduced is None:
+                    raise UnreadableImage(path, f"image declares {width}x{height} = "
+                                                f"{width * height:,} pixels, above "
+                                                f"{pixel_limit_key} = {max_pixels:,}; raise the "
+                                                "param if the image is genuine")
+                notes.append(reduced)
+            if getattr(opened, "n_frames", 1) > 1:
+                notes.append(f"animated ({opened.n_frames} frames): the first frame is used")
             opened.load()  # decodes fully, so truncation surfaces here and not later
-            image = to_rgb(opened)
+            image = convert(opened) if convert is not None else opened.copy()
+    except UnreadableImage:
+        raise
     except UnidentifiedImageError:
         raise UnreadableImage(path, "not a recognisable image format") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UnreadableImage(path, f"cannot decode image ({error}); the file is probably "
-                                    "truncated or corrupt: re-download it") from None
     except Image.DecompressionBombError as error:
         raise UnreadableImage(path, f"image too large to decode safely ({error})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise UnreadableImage(path, f"cannot decode image ({error}); the file is probably "
+                                    "truncated or corrupt: re-download it") from None
+    return image, notes
+
+
+def load_rgb_image(path: str | os.PathLike, *, min_side: int = 1, max_pixels: int | None = None,
+                   reduce_large: bool = False,
+                   pixel_limit_key: str = "max_image_pixels") -> tuple[Image.Image, list[str]]:
+    """Open ``path`` as 8-bit RGB (``decode_image`` with ``to_rgb``). Returns (image, notes);
+    raises UnreadableImage with a reason, also for images with a side below ``min_side``."""
+    image, notes = decode_image(path, max_pixels=max_pixels, reduce_large=reduce_large,
+                                pixel_limit_key=pixel_limit_key, convert=to_rgb)
     width, height = image.size
     if min(width, height) < min_side:
         raise UnreadableImage(path, f"image is {width}x{height} px, smaller than the minimum side "

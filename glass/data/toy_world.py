@@ -33,8 +33,10 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from glass.errors import InvalidInput
 from glass.data.classes import COCO_CATEGORY_IDS, check_coco_class
 from glass.io import atomic_open, dumps_canonical
+from glass.params import Params, param
 from glass.seeding import sample_rng
 
 RGB = tuple[int, int, int]
@@ -141,82 +143,62 @@ MAX_RADIUS_FRACTION = 0.40   # larger ones leave no room for a second object
 MAX_OBJECTS_LIMIT = 20       # annotation ids reserve two digits per image for the instance
 
 
-def _require_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"ToyWorldConfig.{name} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"ToyWorldConfig.{name} must be in [{low}, {high}], got {value}")
-
-
-def _require_fraction(name: str, value: Any, low: float, high: float,
-                      *, low_open: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise ValueError(f"ToyWorldConfig.{name} must be a number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high or math.isnan(value):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"ToyWorldConfig.{name} must be in {bracket}{low}, {high}], got {value}")
-
-
 @dataclass(frozen=True)
-class ToyWorldConfig:
-    """Parameters of the toy world. Radii are fractions of the image side."""
+class ToyWorldConfig(Params):
+    """Parameters of the toy world. Radii are fractions of the image side. Every key may be
+    omitted from a params file (the defaults are the toy world's own design)."""
 
-    image_size: int = 128
-    min_objects: int = 1
-    max_objects: int = 5
-    object_radius: tuple[float, float] = (0.14, 0.26)
-    duplicate_class_prob: float = 0.5
-    min_visible_fraction: float = 0.5
-    colour_jitter: float = 0.08
-    jpeg_quality: int = 95
-    classes: tuple[str, ...] = DEFAULT_TOY_CLASSES
-    placement_tries: int = 60   # random placements tried per object before giving up on it
+    image_size: int = param(128, min=32, max=4096, optional=True)
+    min_objects: int = param(1, min=1, max=MAX_OBJECTS_LIMIT, optional=True)
+    max_objects: int = param(5, min=1, max=MAX_OBJECTS_LIMIT, optional=True)
+    object_radius: tuple[float, float] = param((0.14, 0.26), optional=True)
+    duplicate_class_prob: float = param(0.5, min=0.0, max=1.0, optional=True)
+    min_visible_fraction: float = param(0.5, gt=0.0, max=1.0, optional=True)
+    colour_jitter: float = param(0.08, min=0.0, max=0.5, optional=True)
+    jpeg_quality: int = param(95, min=1, max=100, optional=True)
+    classes: tuple[str, ...] = param(DEFAULT_TOY_CLASSES, optional=True)
+    # random placements tried per object before giving up on it
+    placement_tries: int = param(60, min=1, max=100_000, optional=True)
 
     def __post_init__(self) -> None:
-        # Configs read from YAML/JSON carry lists; store tuples so the config stays hashable.
+        # Configs built in code may carry lists; store tuples so the config stays hashable.
         if isinstance(self.classes, str):
-            raise ValueError("ToyWorldConfig.classes must be a sequence of class names, "
-                             f"not the single string {self.classes!r}")
+            raise self.invalid("classes", "must be a sequence of class names, not the single "
+                                          f"string {self.classes!r}")
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "object_radius", tuple(self.object_radius))
+        super().__post_init__()
 
-        _require_int("image_size", self.image_size, 32, 4096)
-        _require_int("min_objects", self.min_objects, 1, MAX_OBJECTS_LIMIT)
-        _require_int("max_objects", self.max_objects, 1, MAX_OBJECTS_LIMIT)
+    def validate(self) -> None:
         if self.max_objects < self.min_objects:
-            raise ValueError(f"ToyWorldConfig.max_objects ({self.max_objects}) must be >= "
-                             f"min_objects ({self.min_objects})")
+            raise self.invalid("max_objects", f"({self.max_objects}) must be >= min_objects "
+                                              f"({self.min_objects})")
         self._validate_radius()
-        _require_fraction("duplicate_class_prob", self.duplicate_class_prob, 0.0, 1.0)
-        _require_fraction("min_visible_fraction", self.min_visible_fraction, 0.0, 1.0,
-                          low_open=True)
-        _require_fraction("colour_jitter", self.colour_jitter, 0.0, 0.5)
-        _require_int("jpeg_quality", self.jpeg_quality, 1, 100)
-        _require_int("placement_tries", self.placement_tries, 1, 100_000)
         self._validate_classes()
 
     def _validate_radius(self) -> None:
         if len(self.object_radius) != 2:
-            raise ValueError("ToyWorldConfig.object_radius must be a (min, max) pair, "
-                             f"got {self.object_radius!r}")
+            raise self.invalid("object_radius", "must be a (min, max) pair, got "
+                                                f"{self.object_radius!r}")
         low, high = self.object_radius
-        _require_fraction("object_radius[0]", low, MIN_RADIUS_FRACTION, MAX_RADIUS_FRACTION)
-        _require_fraction("object_radius[1]", high, MIN_RADIUS_FRACTION, MAX_RADIUS_FRACTION)
+        for value in (low, high):
+            if not MIN_RADIUS_FRACTION <= value <= MAX_RADIUS_FRACTION:
+                raise self.invalid("object_radius", f"values must be in [{MIN_RADIUS_FRACTION}, "
+                                                    f"{MAX_RADIUS_FRACTION}], got {value}")
         if high < low:
-            raise ValueError(f"ToyWorldConfig.object_radius must be (min, max) with min <= max, "
-                             f"got {self.object_radius!r}")
+            raise self.invalid("object_radius", "must be (min, max) with min <= max, got "
+                                                f"{self.object_radius!r}")
 
     def _validate_classes(self) -> None:
         if not self.classes:
-            raise ValueError("ToyWorldConfig.classes must name at least one class")
+            raise self.invalid("classes", "must name at least one class")
         if len(set(self.classes)) != len(self.classes):
-            raise ValueError(f"ToyWorldConfig.classes has repeated names: {self.classes!r}")
+            raise self.invalid("classes", f"has repeated names: {self.classes!r}")
         for name in self.classes:
             check_coco_class(name)
             if name not in TOY_CLASS_STYLES:
-                raise ValueError(f"ToyWorldConfig.classes: the toy world has no shape for "
-                                 f"{name!r}; drawable classes: {sorted(TOY_CLASS_STYLES)}")
+                raise self.invalid("classes", f"the toy world has no shape for {name!r}; "
+                                              f"drawable classes: {sorted(TOY_CLASS_STYLES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {key: list(value) if isinstance(value, tuple) else value
@@ -317,7 +299,7 @@ class RenderedScene:
         """(H, W) int32 map of class labels; background pixels get 0."""
         missing = sorted(set(self.instance_classes) - set(class_to_label))
         if missing:
-            raise ValueError(f"semantic_map: no label given for classes {missing}")
+            raise InvalidInput(f"semantic_map: no label given for classes {missing}")
         lookup = np.array([0] + [class_to_label[name] for name in self.instance_classes],
                           dtype=np.int32)
         return lookup[self.instance_map]
@@ -501,16 +483,16 @@ def _plan_prompted_scene(rng: np.random.Generator, cfg: ToyWorldConfig,
 
 def _check_requested_classes(classes: Sequence[str]) -> list[str]:
     if isinstance(classes, str):
-        raise ValueError(f"classes must be a sequence of class names, not the string {classes!r}")
+        raise InvalidInput(f"classes must be a sequence of class names, not the string {classes!r}")
     requested = list(classes)
     if not requested:
-        raise ValueError("classes must name at least one class (or be None for a free scene)")
+        raise InvalidInput("classes must name at least one class (or be None for a free scene)")
     unknown = sorted({name for name in requested if name not in TOY_CLASS_STYLES})
     if unknown:
-        raise ValueError(f"the toy world cannot draw {unknown}; drawable classes: "
+        raise InvalidInput(f"the toy world cannot draw {unknown}; drawable classes: "
                          f"{sorted(TOY_CLASS_STYLES)}")
     if len(requested) > MAX_OBJECTS_LIMIT:
-        raise ValueError(f"at most {MAX_OBJECTS_LIMIT} instances per scene, got {len(requested)}")
+        raise InvalidInput(f"at most {MAX_OBJECTS_LIMIT} instances per scene, got {len(requested)}")
     return requested
 
 
@@ -555,7 +537,7 @@ def sample_scene(rng: np.random.Generator, cfg: ToyWorldConfig,
             return Scene(background=_sample_background(rng), objects=objects,
                          grain_seed=int(rng.integers(0, 2**31)))
     wanted = f"classes {list(requested)}" if requested else f"{cfg.min_objects}+ objects"
-    raise RuntimeError(f"could not place {wanted} with radii {cfg.object_radius} and "
+    raise InvalidInput(f"could not place {wanted} with radii {cfg.object_radius} and "
                        f"min_visible_fraction {cfg.min_visible_fraction} in "
                        f"{MAX_SCENE_ATTEMPTS} attempts; ask for fewer or smaller objects")
 
@@ -598,7 +580,7 @@ def _background_pattern(spec: BackgroundSpec, size: int) -> np.ndarray:
     if spec.kind == "blobs":
         rng = np.random.default_rng(spec.noise_seed)
         return _smooth_noise(rng, int(rng.integers(3, 7)), size)
-    raise ValueError(f"unknown background kind {spec.kind!r}; expected one of {BACKGROUND_KINDS}")
+    raise InvalidInput(f"unknown background kind {spec.kind!r}; expected one of {BACKGROUND_KINDS}")
 
 
 def _render_background(spec: BackgroundSpec, size: int) -> np.ndarray:
@@ -721,7 +703,7 @@ _LICENSE = {"id": 1, "name": "CC0 1.0 (procedurally generated)",
 def split_code(split: str) -> int:
     """Small integer per split name: fixed for train/val/test, a stable hash otherwise."""
     if not _SPLIT_NAME.match(split):
-        raise ValueError(f"split name {split!r} must be letters, digits, '_' or '-'")
+        raise InvalidInput(f"split name {split!r} must be letters, digits, '_' or '-'")
     return _SPLIT_CODES.get(split, 3 + zlib.crc32(split.encode()) % 2000)
 
 
@@ -786,17 +768,17 @@ def _remove_stale_images(image_dir: Path, keep: set[str]) -> None:
 
 def _check_splits(split_sizes: Mapping[str, int]) -> None:
     if not split_sizes:
-        raise ValueError("split_sizes must name at least one split")
+        raise InvalidInput("split_sizes must name at least one split")
     codes: dict[int, str] = {}
     for split, size in split_sizes.items():
         code = split_code(split)
         if code in codes:
-            raise ValueError(f"splits {codes[code]!r} and {split!r} would share image ids; "
+            raise InvalidInput(f"splits {codes[code]!r} and {split!r} would share image ids; "
                              "rename one of them")
         codes[code] = split
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
                 or not 0 <= size < IMAGE_ID_STRIDE:
-            raise ValueError(f"split_sizes[{split!r}] must be an integer in "
+            raise InvalidInput(f"split_sizes[{split!r}] must be an integer in "
                              f"[0, {IMAGE_ID_STRIDE - 1}], got {size!r}")
 
 
@@ -851,7 +833,7 @@ def write_coco_dataset(out_dir: str | Path, cfg: ToyWorldConfig, split_sizes: Ma
     byte-identical files; every file is written to a temporary name and renamed into place.
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise InvalidInput(f"seed must be a non-negative integer, got {seed!r}")
     _check_splits(split_sizes)
     out_dir = Path(out_dir)
     per_class: Counter = Counter()

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from glass.data.classes import VOC_TO_COCO
+from glass.errors import InvalidInput
 from glass.data.coco import require_path
 
 VOC_DOWNLOAD_HINT = (
@@ -25,7 +26,7 @@ VOC_DOWNLOAD_HINT = (
 def read_id_list(path: Path) -> list[str]:
     ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
     if not ids:
-        raise ValueError(f"{path}: the image list is empty")
+        raise InvalidInput(f"{path}: the image list is empty")
     return ids
 
 
@@ -33,12 +34,12 @@ def _objects_in_annotation(xml_path: Path) -> tuple[list[str], tuple[int, int]]:
     try:
         root = ElementTree.parse(xml_path).getroot()
     except ElementTree.ParseError as error:
-        raise ValueError(f"{xml_path}: malformed XML ({error})") from None
+        raise InvalidInput(f"{xml_path}: malformed XML ({error})") from None
     names = []
     for obj in root.iter("object"):
         voc_name = (obj.findtext("name") or "").strip()
         if voc_name not in VOC_TO_COCO:
-            raise ValueError(f"{xml_path}: unknown VOC class {voc_name!r}")
+            raise InvalidInput(f"{xml_path}: unknown VOC class {voc_name!r}")
         names.append(VOC_TO_COCO[voc_name])
     size = root.find("size")
     width = int(size.findtext("width")) if size is not None else 0

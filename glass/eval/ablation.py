@@ -9,21 +9,22 @@ share of images where two same-class instances fall mostly into one slot (``same
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from glass.data.toy_world import ToyWorldConfig, write_coco_dataset
+from glass.data.toy_world import write_coco_dataset
 from glass.eval.datasets import Preprocess, ToyInstances
 from glass.eval.discovery import image_tensor
 from glass.eval.object_discovery import mean_metrics, object_discovery, same_class_merged
 from glass.eval.trained_model import TrainedGlass
 from glass.io import atomic_open, write_json
 from glass.seeding import sample_rng
+from glass.synth.params import GeneratorSettings, SynthToyParams
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
+from glass.train.params import LossParams, TrainParams
 from glass.train.trainer import train_phase
 
 log = logging.getLogger(__name__)
@@ -50,17 +51,15 @@ def toy_prompt_records(count: int, seed: int, classes: tuple[str, ...]) -> list[
     return records
 
 
-def prepare_data(work_dir: Path, synth_toy: dict[str, Any], train_samples: int, eval_images: int,
-                 seed: int) -> tuple[Path, Path]:
+def prepare_data(work_dir: Path, synth_toy: SynthToyParams, train_samples: int,
+                 eval_images: int, seed: int) -> tuple[Path, Path]:
     """Training shards (toy generator) and a held-out COCO-format toy split with instance GT."""
     shard_dir, eval_dir = work_dir / "shards", work_dir / "eval"
-    world = {k: tuple(v) if isinstance(v, list) else v for k, v in synth_toy.items()
-             if k != "unsure_band"}
-    config = ToyWorldConfig(**world)
+    config = synth_toy.world
     if not (shard_dir / "manifest.json").exists():
         run_sharded_synthesis(toy_prompt_records(train_samples, seed, config.classes),
-                              GeneratorSpec("toy", {"backend": "toy", "toy": synth_toy}), shard_dir,
-                              shard_size=100, seed=seed, batch_size=8, num_workers=0,
+                              GeneratorSpec("toy", GeneratorSettings(backend="toy", toy=synth_toy)),
+                              shard_dir, shard_size=100, seed=seed, batch_size=8, num_workers=0,
                               jpeg_quality=95, store_attention=False, progress=False)
     if not (eval_dir / "annotations" / "instances_val.json").exists():
         # a different seed from the training data: held-out scenes
@@ -110,14 +109,14 @@ def markdown_table(table: dict[str, dict[str, Any]], steps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(runs: dict[str, list[dict[str, float]]], train: dict[str, Any],
+def write_report(runs: dict[str, list[dict[str, float]]], train: TrainParams,
                  report_dir: Path, *, steps: int, seeds: list[int], train_samples: int,
                  eval_images: int) -> dict:
     """``ablation_toy.json`` (one key per setting) and ``ablation_toy.md``, written atomically."""
     table = summarise({setting: results for setting, results in runs.items() if results})
     report = {"steps": steps, "seeds": seeds, "train_samples": train_samples,
               "eval_images": eval_images,
-              "train_config": {key: train[key] for key in ("model", "data", "phase1")},
+              "train_config": {key: train.as_dict()[key] for key in ("model", "data", "phase1")},
               **table}
     write_json(report_dir / "ablation_toy.json", report)
     with atomic_open(report_dir / "ablation_toy.md") as handle:
@@ -125,7 +124,7 @@ def write_report(runs: dict[str, list[dict[str, float]]], train: dict[str, Any],
     return report
 
 
-def run_ablation(train: dict[str, Any], refs: dict[str, str], synth_toy: dict[str, Any], *,
+def run_ablation(train: TrainParams, refs: dict[str, str], synth_toy: SynthToyParams, *,
                  work_dir: str | Path, report_dir: str | Path, steps: int, seeds: list[int],
                  settings: list[str], train_samples: int, eval_images: int) -> dict:
     work_dir, report_dir = Path(work_dir), Path(report_dir)
@@ -136,12 +135,11 @@ def run_ablation(train: dict[str, Any], refs: dict[str, str], synth_toy: dict[st
     for seed in seeds:
         for setting in settings:
             recon, semantic, instance = SETTINGS[setting]
-            config = copy.deepcopy(train)
-            config["seed"] = seed
-            config["loss"] = {"recon": recon, "semantic": semantic, "instance": instance}
-            config["phase1"] = dict(config["phase1"], steps=steps)
+            config = train.replace(
+                loss=LossParams(recon=recon, semantic=semantic, instance=instance),
+                phase1=train.phase1.replace(steps=steps))
             run_dir = work_dir / "runs" / f"{setting}-seed{seed}"
-            train_phase(1, config, refs, shard_dir, run_dir / "model", run_dir / "scratch",
+            train_phase(1, config, seed, refs, shard_dir, run_dir / "model", run_dir / "scratch",
                         run_dir / "live")
             result = evaluate(run_dir / "model", eval_dir, seed)
             log.info("%s seed %d: %s", setting, seed, result)

@@ -14,8 +14,8 @@ the evaluate stage writes as a DVC plot.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,34 +24,23 @@ from tqdm import tqdm
 from glass.eval.datasets import EvalSample
 from glass.eval.object_discovery import mean_metrics, object_discovery, semantic_discovery
 from glass.eval.slot_binding import slot_binding, slot_binding_shares
-from glass.eval.trained_model import MASK_SOURCES, TrainedGlass
+from glass.eval.trained_model import TrainedGlass
+from glass.params import Params, param
 
 CURVE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
 
 
 @dataclass(frozen=True)
-class DiscoveryConventions:
-    """Metric conventions (defaults = the official GLASS evaluation, glass-facts.md)."""
+class DiscoveryConventions(Params):
+    """``evaluate.conventions``: metric conventions (defaults = the official GLASS evaluation,
+    glass-facts.md). Checked when read, so a wrong setting fails before any model is loaded."""
 
     include_background: bool = True      # background is a region in mIoU / mBO
-    empty_fg_ari: float = 1.0            # FG-ARI of an image without foreground (official: 1.0)
-    mask_source: str = "slot_attention"  # or "mlp_decoder"
-    slot_binding_threshold: float = 0.5  # SO/PO/GO, glass.eval.slot_binding
-
-    def __post_init__(self) -> None:
-        # checked here, so that a wrong setting fails before any model is loaded
-        if self.mask_source not in MASK_SOURCES:
-            raise ValueError(f"evaluate.conventions.mask_source must be one of {MASK_SOURCES}, "
-                             f"got {self.mask_source!r}")
-        if not 0.0 < float(self.slot_binding_threshold) <= 1.0:
-            raise ValueError("evaluate.conventions.slot_binding_threshold must be in (0, 1], got "
-                             f"{self.slot_binding_threshold!r}")
-        if not isinstance(self.include_background, bool):
-            raise ValueError("evaluate.conventions.include_background must be true or false")
-        object.__setattr__(self, "empty_fg_ari", float(self.empty_fg_ari))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    # FG-ARI of an image with fewer than 2 foreground pixels: 1.0 official (and ocl, sklearn);
+    # .nan leaves such images out of the mean
+    empty_fg_ari: float = param(1.0, allow_nan=True)
+    mask_source: Literal["slot_attention", "mlp_decoder"] = "slot_attention"
+    slot_binding_threshold: float = param(0.5, gt=0.0, max=1.0)   # SO/PO/GO, glass.eval.slot_binding
 
 
 def _to_tensor(image) -> torch.Tensor:

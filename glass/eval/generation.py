@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from glass.errors import InvalidInput
 from glass.eval.frechet import FeatureStatistics, pooled_encoder_features
 
 __all__ = ["GenerationMetrics", "RequiredWeights", "lpips_weights", "fid_weights",
@@ -84,7 +85,7 @@ def _hub_checkpoint(url: str) -> Path:
 def lpips_weights(net: str = "alex") -> RequiredWeights:
     """The torchvision ImageNet backbone checkpoint LPIPS with ``net`` needs."""
     if net not in _LPIPS_BACKBONES:
-        raise ValueError(f"LPIPS net must be one of {sorted(_LPIPS_BACKBONES)}, got {net!r}")
+        raise InvalidInput(f"LPIPS net must be one of {sorted(_LPIPS_BACKBONES)}, got {net!r}")
     import torchvision.models
 
     model_name, enum_name = _LPIPS_BACKBONES[net]
@@ -130,15 +131,15 @@ def _load_metric(weights: RequiredWeights, build: Callable[[], torch.nn.Module],
 def _check_images(real: torch.Tensor, generated: torch.Tensor) -> None:
     for name, images in (("real", real), ("generated", generated)):
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"{name} images must be a (B, 3, H, W) tensor, got "
+            raise InvalidInput(f"{name} images must be a (B, 3, H, W) tensor, got "
                              f"{getattr(images, 'shape', type(images))}")
         if not images.is_floating_point():
             raise TypeError(f"{name} images must be floats in [0, 1], got {images.dtype}")
         if images.numel() and not (torch.isfinite(images).all() and images.min() >= 0
                                    and images.max() <= 1):
-            raise ValueError(f"{name} images must lie in [0, 1] (clamp decoder outputs first)")
+            raise InvalidInput(f"{name} images must lie in [0, 1] (clamp decoder outputs first)")
     if real.shape != generated.shape:
-        raise ValueError(f"real {tuple(real.shape)} and generated {tuple(generated.shape)} "
+        raise InvalidInput(f"real {tuple(real.shape)} and generated {tuple(generated.shape)} "
                          "images must be paired (same shape)")
 
 
@@ -223,7 +224,7 @@ class GenerationMetrics:
         ``feature_encoder``); a metric that cannot be given is ``None`` and comes with a
         ``"<name>_unavailable"`` reason."""
         if self.num_images == 0:
-            raise ValueError("no images were given to GenerationMetrics.update")
+            raise InvalidInput("no images were given to GenerationMetrics.update")
         result: dict = {"num_images": self.num_images,
                         "psnr": float(self.psnr.compute()), "ssim": float(self.ssim.compute())}
         result["lpips"] = None if self.lpips is None else float(self.lpips.compute())

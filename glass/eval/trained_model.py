@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glass.errors import InvalidInput, MissingInput
 from glass.model.diffusion_decoder import DiffusionDecoder
 from glass.model.encoder import FrozenDinov2Encoder
 from glass.model.mlp_decoder import MLPDecoder
 from glass.model.slot_attention import SlotAttention
-from glass.model_reference import resolve_reference
+from glass.model_reference import load_pretrained, resolve_reference
 from glass.seeding import sample_seed
 
 MASK_SOURCES = ("slot_attention", "mlp_decoder")
@@ -41,7 +42,7 @@ class Slots:
 def read_trained_info(model_dir: str | Path) -> dict:
     path = Path(model_dir) / "glass.json"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{path} not found: {model_dir} is not a trained GLASS folder (run the train_phase1 / "
             "train_phase2 stages first, `dvc repro`)")
     return json.loads(path.read_text())
@@ -58,8 +59,10 @@ class TrainedGlass:
         self.device = torch.device(device)
         self.encoder = FrozenDinov2Encoder(resolve_reference(self.info["encoder"], self.model_dir),
                                            image_size=int(self.info["encoder_image_size"]))
-        self.slot_attention = SlotAttention.from_pretrained(self.model_dir / "slot_attention")
-        self.mlp_decoder = MLPDecoder.from_pretrained(self.model_dir / "mlp_decoder")
+        self.slot_attention = load_pretrained(SlotAttention, self.model_dir / "slot_attention",
+                                              "trained slot attention")
+        self.mlp_decoder = load_pretrained(MLPDecoder, self.model_dir / "mlp_decoder",
+                                           "trained MLP decoder")
         for module in (self.encoder, self.slot_attention, self.mlp_decoder):
             module.to(self.device).eval()
         self._decoder: DiffusionDecoder | None = None
@@ -83,7 +86,9 @@ class TrainedGlass:
             if self.info.get("unet"):
                 from diffusers import UNet2DConditionModel
 
-                decoder.unet = UNet2DConditionModel.from_pretrained(self.model_dir / self.info["unet"])
+                decoder.unet = load_pretrained(UNet2DConditionModel,
+                                               self.model_dir / self.info["unet"],
+                                               "fine-tuned decoder UNet")
             self._decoder = decoder.to(self.device).eval()
         return self._decoder
 
@@ -96,7 +101,7 @@ class TrainedGlass:
     def slots(self, images: torch.Tensor, keys: list[str]) -> Slots:
         """``images`` (B, 3, H, W) in [0, 1]; slot initialisation seeded per key."""
         if len(keys) != images.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {len(keys)} keys")
+            raise InvalidInput(f"{images.shape[0]} images but {len(keys)} keys")
         features = self.encoder(images.to(self.device))
         outputs = [self.slot_attention(features[i:i + 1], generator=self._generator(key, "slot-init"))
                    for i, key in enumerate(keys)]
@@ -113,7 +118,7 @@ class TrainedGlass:
         elif source == "mlp_decoder":
             masks = self.mlp_decoder(slots.slots).masks
         else:
-            raise ValueError(f"mask source {source!r} is not one of {MASK_SOURCES}")
+            raise InvalidInput(f"mask source {source!r} is not one of {MASK_SOURCES}")
         grid = masks.reshape(masks.shape[0], masks.shape[1], *self.grid_size).float()
         return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
 

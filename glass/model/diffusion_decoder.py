@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
+from glass.model_reference import load_errors, load_failure
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -47,15 +48,9 @@ class DiffusionDecoder(nn.Module):
             unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
             vae = AutoencoderKL.from_pretrained(model, subfolder="vae", torch_dtype=vae_dtype)
             noise_scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
-        except (OSError, ValueError) as error:
-            raise RuntimeError(
-                f"Stable Diffusion model {model!r} could not be loaded for the diffusion decoder "
-                f"({type(error).__name__}: {error}). It is neither a complete local folder nor in "
-                "the Hugging Face cache, and this run cannot download it (HF_HUB_OFFLINE). Fix: on "
-                f"a machine with internet run `huggingface-cli download {model}` (then copy the "
-                "cache or the folder here), or set the decoder model to a local folder; for CPU "
-                "tests build the random-weight tiny model with "
-                "`python -m glass.tiny.stable_diffusion OUT_DIR`.") from error
+        except load_errors() as error:
+            raise load_failure("Stable Diffusion (the diffusion decoder's UNet and VAE)", model,
+                               error) from error
         return cls(unet, vae, noise_scheduler, image_size)
 
     def train(self, mode: bool = True) -> DiffusionDecoder:

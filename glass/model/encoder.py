@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import Dinov2Model
+from glass.model_reference import load_errors, load_failure
 
 # ImageNet statistics (DINOv2's preprocessing).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,11 +87,5 @@ def load_dinov2(model: str, dtype: torch.dtype | None = None) -> Dinov2Model:
     fallback model."""
     try:
         return Dinov2Model.from_pretrained(model, dtype=dtype)
-    except (OSError, ValueError) as error:
-        raise RuntimeError(
-            f"DINOv2 model {model!r} could not be loaded ({type(error).__name__}: {error}). It is "
-            "neither a complete local folder nor in the Hugging Face cache, and this run cannot "
-            f"download it (HF_HUB_OFFLINE). Fix: on a machine with internet run `huggingface-cli "
-            f"download {model}` (then copy the cache or the folder here), or set the encoder "
-            "model to a local folder; for CPU tests build the random-weight tiny model with "
-            "`python -m glass.tiny.dinov2 OUT_DIR`.") from error
+    except load_errors() as error:
+        raise load_failure("DINOv2 encoder", model, error) from error

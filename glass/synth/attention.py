@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from glass.errors import InvalidInput
 
 CROSS = "cross"
 SELF = "self"
@@ -60,13 +61,13 @@ def validate_attention_resolutions(image_size: int, vae_scale_factor: int, cross
     levels, from the full latent down, that have attention (4 for SD 2.1); None = not checked.
     """
     if image_size <= 0 or vae_scale_factor <= 0 or image_size % vae_scale_factor:
-        raise ValueError(f"image size {image_size} is not a positive multiple of the VAE scale "
+        raise InvalidInput(f"image size {image_size} is not a positive multiple of the VAE scale "
                          f"factor {vae_scale_factor}: the latent would not be a whole grid")
     latent = image_size // vae_scale_factor
     sides = attention_grid_sides(latent, attention_levels)
     for label, res in (("cross-attention", cross_res), ("self-attention", self_res)):
         if res not in sides:
-            raise ValueError(
+            raise InvalidInput(
                 f"{label} resolution {res}x{res} does not exist at image size {image_size}: the "
                 f"latent is {latent}x{latent} ({image_size} / VAE scale factor {vae_scale_factor}"
                 f") and UNet attention runs at latent/2^k = {', '.join(map(str, sides))}. Fix: "
@@ -99,7 +100,7 @@ def unet_level(module_name: str, num_levels: int) -> int:
         return num_levels - 1 - int(match.group(1))
     if module_name.startswith("mid_block."):
         return num_levels - 1
-    raise ValueError(f"cannot place attention layer {module_name!r} on a UNet level")
+    raise InvalidInput(f"cannot place attention layer {module_name!r} on a UNet level")
 
 
 def unet_attention_layers(unet, latent_size: int) -> list[AttentionLayer]:
@@ -111,7 +112,7 @@ def unet_attention_layers(unet, latent_size: int) -> list[AttentionLayer]:
         for name, module in unet.named_modules() if isinstance(module, Attention)
     ]
     if {layer.name for layer in layers} != set(unet.attn_processors):
-        raise ValueError("the UNet has attention processors outside its Attention modules; "
+        raise InvalidInput("the UNet has attention processors outside its Attention modules; "
                          "cannot tell which layers run at which resolution")
     return layers
 
@@ -134,7 +135,7 @@ def select_capture_layers(unet, latent_size: int, cross_side: int,
         at_side = [layer for layer in of_kind if layer.side == side]
         if not at_side:
             existing = sorted({layer.side for layer in of_kind}, reverse=True)
-            raise ValueError(f"this UNet has no {kind}-attention layer at {side}x{side} for a "
+            raise InvalidInput(f"this UNet has no {kind}-attention layer at {side}x{side} for a "
                              f"{latent_size}x{latent_size} latent; it has them at {existing}")
         chosen += at_side
     return chosen
@@ -158,9 +159,9 @@ class AttentionStore:
                  class_embeddings: torch.Tensor, token_groups: list[list[list[int]]], *,
                  start_step: int = 0, end_step: int | None = None):
         if len(token_groups) != num_samples or class_embeddings.shape[0] != num_samples:
-            raise ValueError("need one class embedding and one token-group list per sample")
+            raise InvalidInput("need one class embedding and one token-group list per sample")
         if start_step < 0 or (end_step is not None and end_step <= start_step):
-            raise ValueError(f"empty capture window: start_step={start_step}, end_step={end_step}")
+            raise InvalidInput(f"empty capture window: start_step={start_step}, end_step={end_step}")
         self.num_samples = num_samples
         self.cross_side, self.self_side = cross_side, self_side
         self.start_step, self.end_step = start_step, end_step

@@ -8,14 +8,10 @@ paper's "GLASS w/ SAMv2" ablation, Table 6c).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from glass.synth.generator import SkipSample, SynthSample
-
-BACKENDS = ("stable_diffusion", "toy")
-MASK_SOURCES = ("attention", "sam2")
+from glass.synth.params import GeneratorSettings
 
 
 class SamRelabelledGenerator:
@@ -38,24 +34,18 @@ class SamRelabelledGenerator:
                 for result in self.inner.generate_batch(records, seeds)]
 
 
-def build_generator(params: dict[str, Any]):
-    """``params``: the ``synth`` section plus resolved ``models`` ({role: from_pretrained ref})."""
-    backend = params["backend"]
-    if backend == "toy":
+def build_generator(settings: GeneratorSettings):
+    """The generator ``settings`` describe (its models resolved to ``from_pretrained`` refs)."""
+    if settings.backend == "toy":
         from glass.synth.toy_generator import ToyGenerator
-        generator = ToyGenerator.from_params(params["toy"])
-    elif backend == "stable_diffusion":
-        from glass.synth.stable_diffusion import StableDiffusionGenerator
-        generator = StableDiffusionGenerator(params["models"]["stable_diffusion"],
-                                             **params["stable_diffusion"],
-                                             store_attention=bool(params.get("store_attention")))
+        generator = ToyGenerator.from_settings(settings.toy)
     else:
-        raise ValueError(f"synth.backend is {backend!r}; expected one of {BACKENDS}")
-    mask_source = params.get("mask_source", "attention")
-    if mask_source == "attention":
+        from glass.synth.stable_diffusion import StableDiffusionGenerator
+        generator = StableDiffusionGenerator(settings.models["stable_diffusion"],
+                                             **settings.stable_diffusion.as_dict(),
+                                             store_attention=settings.store_attention)
+    if settings.mask_source == "attention":
         return generator
-    if mask_source == "sam2":
-        from glass.synth.sam2_masks import Sam2MaskSource
-        return SamRelabelledGenerator(generator, Sam2MaskSource(params["models"]["sam2"],
-                                                                **params.get("sam2", {})))
-    raise ValueError(f"synth.mask_source is {mask_source!r}; expected one of {MASK_SOURCES}")
+    from glass.synth.sam2_masks import Sam2MaskSource
+    return SamRelabelledGenerator(generator, Sam2MaskSource(settings.models["sam2"],
+                                                            **settings.sam2.as_dict()))

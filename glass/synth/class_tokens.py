@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 import torch
+from glass.errors import InvalidInput
 
 
 def class_text(classes: list[str]) -> str:
@@ -32,7 +33,7 @@ def class_token_groups(tokenizer, classes: list[str]) -> list[list[int]]:
     with_specials = tokenizer(text, add_special_tokens=True, verbose=False).input_ids
     max_length = tokenizer.model_max_length
     if len(with_specials) > max_length:
-        raise ValueError(
+        raise InvalidInput(
             f"the class text {text!r} is {len(with_specials)} tokens long (start and end tokens "
             f"included), more than the tokenizer's {max_length}: classes {classes} cannot all "
             "get cross-attention maps; drop some classes from this prompt")
@@ -45,13 +46,13 @@ def class_token_groups(tokenizer, classes: list[str]) -> list[list[int]]:
         # Attribution by prefixes holds for word-level pre-tokenisers like CLIP's (a word's tokens
         # never depend on the next word); the checks below catch a tokenizer where it does not.
         if body[:len(prefix)] != prefix or len(prefix) <= start:
-            raise ValueError(f"cannot attribute the tokens of {text!r} to the classes {classes}: "
+            raise InvalidInput(f"cannot attribute the tokens of {text!r} to the classes {classes}: "
                              "the tokenizer merges tokens across class names")
         check_group_decodes_to(tokenizer, body[start:len(prefix)], classes[count - 1])
         groups.append(list(range(offset + start, offset + len(prefix))))
         start = len(prefix)
     if start != len(body):
-        raise ValueError(f"tokens of {text!r} left over after the classes {classes}")
+        raise InvalidInput(f"tokens of {text!r} left over after the classes {classes}")
     return groups
 
 
@@ -59,7 +60,7 @@ def check_group_decodes_to(tokenizer, token_ids: list[int], class_name: str) -> 
     """The tokens of a class must decode back to its name (ignoring whitespace and case)."""
     decoded = tokenizer.decode(token_ids)
     if _squash(decoded) != _squash(class_name):
-        raise ValueError(f"the tokens {token_ids} attributed to class {class_name!r} decode to "
+        raise InvalidInput(f"the tokens {token_ids} attributed to class {class_name!r} decode to "
                          f"{decoded!r}")
 
 
@@ -80,7 +81,7 @@ def _find_subsequence(sequence: list[int], part: list[int]) -> int:
     for start in range(len(sequence) - len(part) + 1):
         if sequence[start:start + len(part)] == part:
             return start
-    raise ValueError("the tokenizer's special tokens change the text's own tokens")
+    raise InvalidInput("the tokenizer's special tokens change the text's own tokens")
 
 
 def _squash(text: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from glass.errors import InvalidInput
 from glass.data.classes import COCO_CATEGORY_IDS
 from glass.seeding import sample_seed
 
@@ -28,15 +29,15 @@ class SynthSample:
 
     def __post_init__(self) -> None:
         if self.image.dtype != np.uint8 or self.image.ndim != 3 or self.image.shape[2] != 3:
-            raise ValueError(f"{self.key}: image must be (H, W, 3) uint8, got "
+            raise InvalidInput(f"{self.key}: image must be (H, W, 3) uint8, got "
                              f"{self.image.dtype} {self.image.shape}")
         if self.mask is not None:
             if self.mask.dtype != np.uint8 or self.mask.shape != self.image.shape[:2]:
-                raise ValueError(f"{self.key}: mask must be uint8 {self.image.shape[:2]}, got "
+                raise InvalidInput(f"{self.key}: mask must be uint8 {self.image.shape[:2]}, got "
                                  f"{self.mask.dtype} {self.mask.shape}")
             labels = set(np.unique(self.mask).tolist()) - {0, 255}
             if labels and max(labels) > len(self.classes):
-                raise ValueError(f"{self.key}: mask label {max(labels)} has no class "
+                raise InvalidInput(f"{self.key}: mask label {max(labels)} has no class "
                                  f"(classes: {self.classes})")
 
 

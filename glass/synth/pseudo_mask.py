@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from glass.errors import InvalidInput
 
 UNSURE = 255
 BACKGROUND = 0
@@ -28,7 +29,7 @@ def self_attention_grid(n: int, cross_shape: tuple[int, int]) -> tuple[int, int]
     height = round(math.sqrt(n * h / w))
     width = n // height if height else 0
     if height * width != n or height * w != width * h:
-        raise ValueError(f"self-attention has {n} tokens, which is no grid with the cross-attention "
+        raise InvalidInput(f"self-attention has {n} tokens, which is no grid with the cross-attention "
                          f"maps' aspect ratio {h}x{w}")
     return height, width
 
@@ -67,14 +68,14 @@ def pseudo_mask(cross_maps, self_attn, image_size, tau: int = 4, low: float = 0.
     Returns a uint8 (H, W) array: 0 = background, 1..K = class index, 255 = unsure.
     """
     if not 0.0 <= low <= high <= 1.0:
-        raise ValueError(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
+        raise InvalidInput(f"need 0 <= low <= high <= 1, got low={low}, high={high}")
     if tau < 0:
-        raise ValueError(f"tau must be >= 0, got {tau}")
+        raise InvalidInput(f"tau must be >= 0, got {tau}")
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     cross = torch.as_tensor(np.asarray(cross_maps, dtype=np.float64))
     attention = torch.as_tensor(np.asarray(self_attn, dtype=np.float64))
     if cross.ndim != 3 or attention.ndim != 2 or attention.shape[0] != attention.shape[1]:
-        raise ValueError(f"expected cross_maps (K, h, w) and self_attn (n, n), got "
+        raise InvalidInput(f"expected cross_maps (K, h, w) and self_attn (n, n), got "
                          f"{tuple(cross.shape)} and {tuple(attention.shape)}")
     if cross.shape[0] == 0:
         return np.zeros((height, width), dtype=np.uint8)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import re
-import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -25,8 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from glass.io import file_sha256, read_jsonl, write_json, write_jsonl
+from glass.errors import InvalidInput
+from glass.io import file_sha256, publish_directory, read_jsonl, write_json, write_jsonl
 from glass.seeding import sample_seed
+from glass.synth.params import GeneratorSettings, SynthParams
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
 from glass.synth.shards import settings_fingerprint
 from glass.viz import save_grid
@@ -34,23 +34,18 @@ from glass.viz import save_grid
 log = logging.getLogger(__name__)
 
 NO_CLASS_POLICIES = ("skip", "generate_without_mask")
-# Settings that change how fast the work goes, never what it produces: kept out of fingerprints
-# so that changing them neither redoes finished shards nor changes the manifest.
-SPEED_ONLY_SETTINGS = ("batch_size", "num_workers")
-
-
-def output_settings(synth: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in synth.items() if key not in SPEED_ONLY_SETTINGS}
 
 
 def synthesis_records(prompt_records: list[dict], *, images_per_prompt: int, no_class_prompts: str,
                       max_samples: int | None, seed: int) -> tuple[list[dict], list[dict]]:
     """(records to synthesise, skipped prompts with reasons)."""
     if no_class_prompts not in NO_CLASS_POLICIES:
-        raise ValueError(f"synth.no_class_prompts is {no_class_prompts!r}; expected one of "
-                         f"{NO_CLASS_POLICIES}")
+        raise InvalidInput(f"synth.no_class_prompts is {no_class_prompts!r}; expected one of "
+                           f"{NO_CLASS_POLICIES}")
     if images_per_prompt < 1:
-        raise ValueError(f"synth.images_per_prompt must be >= 1, got {images_per_prompt}")
+        raise InvalidInput(f"synth.images_per_prompt must be >= 1, got {images_per_prompt}")
+    if max_samples is not None and max_samples < 1:
+        raise InvalidInput(f"synth.max_samples must be >= 1 or null, got {max_samples}")
     records, skipped = [], []
     for prompt in prompt_records:
         image_id = prompt["image_id"]
@@ -71,10 +66,15 @@ def synthesis_records(prompt_records: list[dict], *, images_per_prompt: int, no_
     return records, skipped
 
 
-def run_fingerprint(synth: dict[str, Any], models: dict[str, str], seed: int,
+def run_fingerprint(synth: SynthParams, generator: GeneratorSettings, seed: int,
                     prompts_sha: str) -> str:
-    """Names the scratch folder: everything that decides the shards' content."""
-    relevant = {"synth": synth, "models": models, "seed": seed, "prompts": prompts_sha}
+    """Names the scratch folder: everything that decides the shards' content (not the batch
+    size or the worker count, which only change the speed)."""
+    relevant = {"generator": generator.relevant(), "seed": seed, "prompts": prompts_sha,
+                "records": {"images_per_prompt": synth.images_per_prompt,
+                            "no_class_prompts": synth.no_class_prompts,
+                            "max_samples": synth.max_samples},
+                "shards": {"shard_size": synth.shard_size, "jpeg_quality": synth.jpeg_quality}}
     return settings_fingerprint(relevant)[:16]
 
 
@@ -121,39 +121,39 @@ def mask_statistics(shard_dir: Path, grid_path: Path | None, grid_rows: int = 8)
             if sum(classes_per_sample) else 0.0}
 
 
-def _move_into(source_dir: Path, out_dir: Path) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source_dir.iterdir()):
-        if path.name.endswith(".tmp"):
-            continue
-        os.replace(path, out_dir / path.name)
-    shutil.rmtree(source_dir)
+def _remove_partial_files(folder: Path) -> None:
+    """Temporary files of writes a killed run left behind: not part of a finished result."""
+    for path in folder.rglob("*.tmp"):
+        if path.is_file():
+            path.unlink()
 
 
-def run_synthesize(prompts_path: str | Path, synth: dict[str, Any], models: dict[str, str],
+def run_synthesize(prompts_path: str | Path, synth: SynthParams, models: dict[str, str],
                    seed: int, out_dir: str | Path, scratch_root: str | Path,
                    metrics_path: str | Path, grid_path: str | Path) -> dict[str, Any]:
+    """Synthesise every prompt into shards in ``scratch_root`` (resumable), then publish the
+    finished folder at ``out_dir`` (``glass.io.publish_directory``: the old shards stay until the
+    new ones are in place, also when scratch and output are on different filesystems)."""
     prompts_path, out_dir = Path(prompts_path), Path(out_dir)
     prompt_records = read_jsonl(prompts_path)
     records, skipped = synthesis_records(
-        prompt_records, images_per_prompt=int(synth.get("images_per_prompt", 1)),
-        no_class_prompts=synth.get("no_class_prompts", "skip"),
-        max_samples=synth.get("max_samples"), seed=seed)
+        prompt_records, images_per_prompt=synth.images_per_prompt,
+        no_class_prompts=synth.no_class_prompts, max_samples=synth.max_samples, seed=seed)
     if not records:
-        raise ValueError(f"{prompts_path}: no prompt can be synthesised "
-                         f"({len(skipped)} skipped); check the prompts stage's metrics")
-    fingerprint = run_fingerprint(output_settings(synth), models, seed, file_sha256(prompts_path))
+        raise InvalidInput(f"{prompts_path}: no prompt can be synthesised "
+                           f"({len(skipped)} skipped); check the prompts stage's metrics")
+    generator = synth.generator_settings(models)
+    fingerprint = run_fingerprint(synth, generator, seed, file_sha256(prompts_path))
     scratch_dir = Path(scratch_root) / f"synth-{fingerprint}"
-    spec = GeneratorSpec(synth["backend"], dict(output_settings(synth), models=models))
+    spec = GeneratorSpec(synth.backend, generator)
     manifest = run_sharded_synthesis(
-        records, spec, scratch_dir, shard_size=int(synth["shard_size"]), seed=seed,
-        batch_size=int(synth["batch_size"]), num_workers=synth.get("num_workers"),
-        jpeg_quality=int(synth["jpeg_quality"]), store_attention=bool(synth["store_attention"]),
+        records, spec, scratch_dir, shard_size=synth.shard_size, seed=seed,
+        batch_size=synth.batch_size, num_workers=synth.num_workers,
+        jpeg_quality=synth.jpeg_quality, store_attention=synth.store_attention,
         fingerprint=fingerprint)
     write_jsonl(scratch_dir / "skipped_prompts.jsonl", skipped)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    _move_into(scratch_dir, out_dir)
+    _remove_partial_files(scratch_dir)
+    publish_directory(scratch_dir, out_dir)
 
     generator_skips = Counter(re.sub(r"\[.*?\]|\d+", "…", s["reason"])
                               for shard in manifest["shards"] for s in shard["skipped"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from glass.errors import InvalidInput
 from glass.devices import resolve_device
 from glass.synth.pseudo_mask import BACKGROUND, UNSURE
 from glass.tiny.sam2 import load_sam2  # top level so the stage's dependency list includes it
@@ -52,14 +53,14 @@ def label_sam_masks(sam_masks: list[np.ndarray], attention_mask: np.ndarray,
     """
     attention_mask = np.asarray(attention_mask)
     if attention_mask.ndim != 2 or attention_mask.dtype != np.uint8:
-        raise ValueError(f"attention_mask must be (H, W) uint8, got {attention_mask.dtype} "
+        raise InvalidInput(f"attention_mask must be (H, W) uint8, got {attention_mask.dtype} "
                          f"{attention_mask.shape}")
     if not 0.0 <= min_class_overlap <= 1.0:
-        raise ValueError(f"min_class_overlap must be in [0, 1], got {min_class_overlap}")
+        raise InvalidInput(f"min_class_overlap must be in [0, 1], got {min_class_overlap}")
     masks = [np.asarray(mask, dtype=bool) for mask in sam_masks]
     for index, mask in enumerate(masks):
         if mask.shape != attention_mask.shape:
-            raise ValueError(f"SAM mask {index} has shape {mask.shape}, the attention mask "
+            raise InvalidInput(f"SAM mask {index} has shape {mask.shape}, the attention mask "
                              f"{attention_mask.shape}")
     labels = np.full(attention_mask.shape, BACKGROUND, dtype=np.uint8)
     areas = np.array([mask.sum() for mask in masks], dtype=np.int64)
@@ -112,7 +113,7 @@ class Sam2MaskSource:
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         if not 0.0 <= min_class_overlap <= 1.0:
-            raise ValueError(f"min_class_overlap must be in [0, 1], got {min_class_overlap}")
+            raise InvalidInput(f"min_class_overlap must be in [0, 1], got {min_class_overlap}")
         self.model_id = str(model)
         self.device = resolve_device(device)
         self.min_class_overlap = min_class_overlap
@@ -139,7 +140,7 @@ class Sam2MaskSource:
         """SAM 2's automatic masks of an (H, W, 3) uint8 RGB image: (H, W) bool arrays."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
+            raise InvalidInput(f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
         records = self.generator.generate(np.ascontiguousarray(image))
         return [np.asarray(record["segmentation"], dtype=bool) for record in records]
 
@@ -148,7 +149,7 @@ class Sam2MaskSource:
         (0 background, 1..K classes, 255 unsure) as :func:`label_sam_masks` documents."""
         attention_mask = np.asarray(attention_mask)
         if attention_mask.shape != np.shape(image)[:2]:
-            raise ValueError(f"attention mask {attention_mask.shape} does not match the image "
+            raise InvalidInput(f"attention mask {attention_mask.shape} does not match the image "
                              f"{np.shape(image)[:2]}")
         return label_sam_masks(self.sam_masks(image), attention_mask, self.min_class_overlap)
 

@@ -15,6 +15,7 @@ import hashlib
 import importlib
 import logging
 import os
+import re
 import sys
 import time
 from collections import deque
@@ -26,7 +27,9 @@ from typing import Any
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from glass.errors import GlassError, InvalidInput, StageFailed
 from glass.synth.generator import Generator, SkipSample, SynthSample, synthesis_seed
+from glass.synth.params import GeneratorSettings
 from glass.synth.shards import (
     canonical_json_bytes,
     completed_sidecar,
@@ -41,11 +44,11 @@ from glass.synth.shards import (
 
 logger = logging.getLogger(__name__)
 
-# Synthesis backends by name: (module, attribute path of a factory taking the params dict).
+# Synthesis backends by name: (module, attribute path of a factory taking the spec's params).
 # Imported only where the generator is built (inside the worker), so the driver never loads a
 # model's dependencies.
 GENERATOR_BACKENDS: dict[str, tuple[str, str]] = {
-    # both take the whole `synth` section plus resolved `models` (glass.synth.backends)
+    # both take a glass.synth.params.GeneratorSettings (glass.synth.backends)
     "toy": ("glass.synth.backends", "build_generator"),
     "stable_diffusion": ("glass.synth.backends", "build_generator"),
 }
@@ -53,10 +56,12 @@ GENERATOR_BACKENDS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class GeneratorSpec:
-    """What a worker needs to build its generator: picklable, cheap to ship."""
+    """What a worker needs to build its generator: picklable, cheap to ship. ``params`` is the
+    factory's argument: a ``GeneratorSettings`` for the project's backends (a dict for
+    backends that tests register)."""
 
     backend: str
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Any = field(default_factory=dict)
     # (module, attribute), looked up in GENERATOR_BACKENDS when the spec is made in the driver,
     # so backends registered at run time (tests) reach workers that never saw the registration.
     factory: tuple[str, str] | None = None
@@ -64,7 +69,7 @@ class GeneratorSpec:
     def __post_init__(self) -> None:
         if self.factory is None:
             if self.backend not in GENERATOR_BACKENDS:
-                raise ValueError(f"unknown synthesis backend {self.backend!r}; known: "
+                raise InvalidInput(f"unknown synthesis backend {self.backend!r}; known: "
                                  f"{sorted(GENERATOR_BACKENDS)}")
             object.__setattr__(self, "factory", tuple(GENERATOR_BACKENDS[self.backend]))
 
@@ -73,7 +78,13 @@ class GeneratorSpec:
         target: Any = importlib.import_module(module_name)
         for part in attribute.split("."):
             target = getattr(target, part)
-        return target(dict(self.params))
+        return target(dict(self.params) if isinstance(self.params, dict) else self.params)
+
+    def record(self) -> Any:
+        """What of ``params`` decides the shards' bytes, as JSON-able data."""
+        if isinstance(self.params, GeneratorSettings):
+            return self.params.relevant()
+        return self.params
 
 
 @dataclass
@@ -217,17 +228,21 @@ class RayShardPool:
             except (RayActorError, WorkerCrashedError) as error:
                 if getattr(error, "actor_init_failed", False):
                     # __init__ raised: the generator cannot be built, and no retry would help
-                    raise RuntimeError(f"a synthesis worker could not build its "
-                                       f"{self._actor_args[0].backend!r} generator: "
-                                       f"{_last_line(error)}") from error
+                    failure = StageFailed if _names_project_error(_last_line(error)) else RuntimeError
+                    raise failure(f"a synthesis worker could not build its "
+                                  f"{self._actor_args[0].backend!r} generator: "
+                                  f"{_last_line(error)}") from error
                 self._replace_after_death(slot, job, error, deaths)
                 queue.appendleft(job)
                 submit(slot)
                 continue
             except RayTaskError as error:
                 cause = getattr(error, "cause", None) or error
-                raise RuntimeError(f"synthesis of {job.name} failed on worker {slot}: "
-                                   f"{type(cause).__name__}: {_last_line(cause)}") from error
+                # a project error explains itself in one line; anything else is a bug whose
+                # traceback (chained here) must stay visible
+                failure = StageFailed if isinstance(cause, GlassError) else RuntimeError
+                raise failure(f"synthesis of {job.name} failed on worker {slot}: "
+                              f"{type(cause).__name__}: {_last_line(cause)}") from error
             on_done(slot, job, result)
             if queue:
                 submit(slot)
@@ -240,7 +255,7 @@ class RayShardPool:
 
         deaths[job.name] = deaths.get(job.name, 0) + 1
         if deaths[job.name] > self.max_retries:
-            raise RuntimeError(
+            raise StageFailed(
                 f"synthesis of {job.name} failed: its worker process died {deaths[job.name]} "
                 f"times (max_retries = {self.max_retries}); last error: {_first_line(error)}"
             ) from error
@@ -256,6 +271,19 @@ class RayShardPool:
         for worker in self.workers:
             ray.kill(worker, no_restart=True)
         self.workers = []
+
+
+def _names_project_error(line: str) -> bool:
+    """Whether a remote traceback's last line ("module.Class: message") names one of the
+    project's own error types (glass.errors.GlassError and its subclasses)."""
+    match = re.match(r"^([A-Za-z_][\w.]*)\.(\w+):", line)
+    if not match or not match.group(1).startswith("glass"):
+        return False
+    try:
+        found = getattr(importlib.import_module(match.group(1)), match.group(2))
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(found, type) and issubclass(found, GlassError)
 
 
 def _first_line(error: BaseException) -> str:
@@ -296,7 +324,7 @@ def resolve_workers(num_workers: int | None) -> tuple[int, bool]:
     if num_workers is None:
         num_workers = available
     if num_workers < 1 or num_workers > available:
-        raise ValueError(f"num_workers = {num_workers}, but the Ray cluster has {available} "
+        raise InvalidInput(f"num_workers = {num_workers}, but the Ray cluster has {available} "
                          f"{'GPUs' if use_gpu else 'CPUs'} for synthesis workers (one each)")
     return num_workers, use_gpu
 
@@ -310,7 +338,7 @@ def run_settings(generator_spec: GeneratorSpec, *, shard_size: int, seed: int, j
                  store_attention: bool) -> dict[str, Any]:
     """The settings that decide the shards' contents (not batch size or worker count, which
     must not)."""
-    return {"generator": {"backend": generator_spec.backend, "params": generator_spec.params},
+    return {"generator": {"backend": generator_spec.backend, "params": generator_spec.record()},
             "shard_size": shard_size, "seed": seed, "jpeg_quality": jpeg_quality,
             "store_attention": store_attention}
 
@@ -318,7 +346,7 @@ def run_settings(generator_spec: GeneratorSpec, *, shard_size: int, seed: int, j
 def plan_jobs(records: list[dict], shard_size: int, fingerprint: str) -> list[ShardJob]:
     missing = [i for i, record in enumerate(records) if "key" not in record]
     if missing:
-        raise ValueError(f"prompt records {missing[:5]} have no 'key'")
+        raise InvalidInput(f"prompt records {missing[:5]} have no 'key'")
     by_key = {record["key"]: record for record in records}
     jobs = []
     for index, keys in enumerate(plan_shards([record["key"] for record in records], shard_size)):
@@ -340,11 +368,11 @@ def run_sharded_synthesis(records: list[dict], generator_spec: GeneratorSpec,
     its records or anything that decides its bytes changed.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInput(f"batch_size must be >= 1, got {batch_size}")
     if not 1 <= jpeg_quality <= 100:
-        raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+        raise InvalidInput(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
     if num_workers is not None and num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0 or None, got {num_workers}")
+        raise InvalidInput(f"num_workers must be >= 0 or None, got {num_workers}")
     # Absolute: Ray workers need not share the driver's working directory.
     out_dir = Path(out_dir).absolute()
     settings_record = run_settings(generator_spec, shard_size=shard_size, seed=seed,

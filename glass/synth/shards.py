@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from glass.errors import InvalidInput
 from glass.io import atomic_open, file_sha256, write_json
 from glass.synth.generator import SynthSample
 
@@ -56,10 +57,10 @@ def sidecar_path(tar_path: str | os.PathLike) -> Path:
 
 def validate_key(key: object) -> str:
     if not isinstance(key, str) or not key:
-        raise ValueError(f"sample key must be a non-empty string, got {key!r}")
+        raise InvalidInput(f"sample key must be a non-empty string, got {key!r}")
     bad = [c for c in _FORBIDDEN_KEY_CHARS if c in key]
     if bad:
-        raise ValueError(f"sample key {key!r} contains {bad}: WebDataset keys may not contain "
+        raise InvalidInput(f"sample key {key!r} contains {bad}: WebDataset keys may not contain "
                          "'.', '/' or '\\' (the key ends at the first '.' of a member name)")
     return key
 
@@ -71,13 +72,13 @@ def plan_shards(keys: list[str], shard_size: int) -> list[list[str]]:
     lands in the same shard however the prompts were produced or the work is split.
     """
     if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+        raise InvalidInput(f"shard_size must be a positive integer, got {shard_size!r}")
     for key in keys:
         validate_key(key)
     ordered = sorted(keys)
     duplicates = sorted({a for a, b in zip(ordered, ordered[1:]) if a == b})
     if duplicates:
-        raise ValueError(f"sample keys must be unique; repeated: {duplicates[:5]}"
+        raise InvalidInput(f"sample keys must be unique; repeated: {duplicates[:5]}"
                          + (f" and {len(duplicates) - 5} more" if len(duplicates) > 5 else ""))
     return [ordered[i:i + shard_size] for i in range(0, len(ordered), shard_size)]
 

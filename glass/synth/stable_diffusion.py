@@ -26,6 +26,8 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 
+from glass.errors import InvalidInput
+from glass.model_reference import load_errors, load_failure
 from glass.devices import resolve_device, resolve_dtype
 from glass.synth.attention import (
     AttentionStore,
@@ -73,14 +75,14 @@ class StableDiffusionGenerator:
         self.latent_size = validate_attention_resolutions(
             image_size, vae_scale_factor, cross_attention_res, self_attention_res)
         if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+            raise InvalidInput(f"steps must be >= 1, got {steps}")
         if start_step < 0 or (end_step is not None and end_step <= start_step):
-            raise ValueError(f"empty capture window: start_step={start_step}, end_step={end_step}")
+            raise InvalidInput(f"empty capture window: start_step={start_step}, end_step={end_step}")
         if scheduler is not None and scheduler not in SCHEDULERS:
-            raise ValueError(f"unknown scheduler {scheduler!r}; expected one of "
+            raise InvalidInput(f"unknown scheduler {scheduler!r}; expected one of "
                              f"{sorted(SCHEDULERS)} or None (the checkpoint's own)")
         if tau < 0 or not 0.0 <= low <= high <= 1.0:
-            raise ValueError(f"need tau >= 0 and 0 <= low <= high <= 1, got tau={tau}, "
+            raise InvalidInput(f"need tau >= 0 and 0 <= low <= high <= 1, got tau={tau}, "
                              f"low={low}, high={high}")
         self.model_id = str(model)
         self.image_size = image_size
@@ -101,7 +103,7 @@ class StableDiffusionGenerator:
             self.pipeline.scheduler = scheduler_class.from_config(self.pipeline.scheduler.config,
                                                                   **overrides)
         if self.pipeline.vae_scale_factor != vae_scale_factor:
-            raise ValueError(f"{self.model_id} has VAE scale factor "
+            raise InvalidInput(f"{self.model_id} has VAE scale factor "
                              f"{self.pipeline.vae_scale_factor}, not the configured "
                              f"{vae_scale_factor}: set vae_scale_factor accordingly")
         self.layers = select_capture_layers(self.pipeline.unet, self.latent_size,
@@ -133,7 +135,7 @@ class StableDiffusionGenerator:
         """One result per record, in order: a SynthSample, or a SkipSample (with its reason) for
         a record whose class text does not fit the tokenizer."""
         if len(records) != len(seeds):
-            raise ValueError(f"{len(records)} records but {len(seeds)} seeds")
+            raise InvalidInput(f"{len(records)} records but {len(seeds)} seeds")
         results: list[SynthSample | SkipSample | None] = [None] * len(records)
         runnable: list[int] = []
         groups: list[list[list[int]]] = []
@@ -213,11 +215,5 @@ def load_stable_diffusion(model_id: str, dtype: torch.dtype) -> StableDiffusionP
         return StableDiffusionPipeline.from_pretrained(
             model_id, dtype=dtype, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
-    except (OSError, ValueError) as error:
-        raise RuntimeError(
-            f"Stable Diffusion model {model_id!r} could not be loaded ({type(error).__name__}: "
-            f"{error}). It is neither a complete local folder nor in the Hugging Face cache, and "
-            "this run cannot download it (HF_HUB_OFFLINE). Fix: on a machine with internet run "
-            f"`huggingface-cli download {model_id}` (then copy the cache or the folder here), or "
-            "set the model to a local folder; for CPU tests build the random-weight tiny model "
-            "with `python -m glass.tiny.stable_diffusion OUT_DIR`.") from error
+    except load_errors() as error:
+        raise load_failure("Stable Diffusion (synthesis)", model_id, error) from error

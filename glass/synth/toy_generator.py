@@ -9,13 +9,13 @@ mask's ambiguity without erasing small objects (one pixel on each side by defaul
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
-
 import numpy as np
 from scipy import ndimage
 
+from glass.errors import InvalidInput
 from glass.data.toy_world import TOY_CLASS_STYLES, ToyWorldConfig, render_scene, sample_scene
 from glass.synth.generator import SkipSample, SynthSample, label_to_coco_id
+from glass.synth.params import SynthToyParams
 from glass.synth.pseudo_mask import UNSURE
 
 
@@ -35,15 +35,13 @@ class ToyGenerator:
 
     def __init__(self, world: ToyWorldConfig, *, unsure_band: int = 1):
         if unsure_band < 0:
-            raise ValueError(f"unsure_band must be >= 0, got {unsure_band}")
+            raise InvalidInput(f"unsure_band must be >= 0, got {unsure_band}")
         self.world = world
         self.unsure_band = unsure_band
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "ToyGenerator":
-        world = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()
-                 if k != "unsure_band"}
-        return cls(ToyWorldConfig(**world), unsure_band=int(params.get("unsure_band", 1)))
+    def from_settings(cls, settings: SynthToyParams) -> "ToyGenerator":
+        return cls(settings.world, unsure_band=settings.unsure_band)
 
     def generate(self, record: dict, seed: int) -> SynthSample:
         classes = list(record["classes"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import nltk
+from glass.errors import MissingInput
 
 # NLTK downloader package name → the resource path that ``nltk.data.find`` resolves.
 REQUIRED_NLTK_RESOURCES: dict[str, str] = {
@@ -69,4 +70,4 @@ def ensure_nltk_data() -> None:
         package: path for package, path in missing.items() if not _is_findable(path)
     }
     if still_missing:
-        raise RuntimeError(_missing_resources_message(still_missing))
+        raise MissingInput(_missing_resources_message(still_missing))

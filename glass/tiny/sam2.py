@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from glass.errors import MissingInput
+from glass.model_reference import load_failure
 from glass.tiny.cli import run_builder_cli
 
 SOURCE_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"   # the package's smallest model
@@ -108,25 +110,30 @@ def load_sam2(model: str, device: str | torch.device = "cpu") -> torch.nn.Module
     folder = Path(model)
     if folder.is_dir():
         config_file, checkpoint = model_files(folder)
-        with hydra_config_dir(folder):
-            return build_sam2(config_file.name, str(checkpoint), device=device)
+        try:
+            with hydra_config_dir(folder):
+                return build_sam2(config_file.name, str(checkpoint), device=device)
+        except (RuntimeError, OSError, EOFError, KeyError) as error:
+            # torch.load of a cut checkpoint raises RuntimeError ("failed finding central
+            # directory"); a checkpoint without a "model" entry raises KeyError
+            raise load_failure("SAM 2", str(folder), error) from error
     if folder.exists() or model.startswith((".", "/", "~")):
-        raise RuntimeError(f"SAM 2 model {model!r} is not a folder (expected a folder with one "
+        raise MissingInput(f"SAM 2 model {model!r} is not a folder (expected a folder with one "
                            "*.yaml config and one *.pt checkpoint, or a hub id)")
     if model not in HF_MODEL_ID_TO_FILENAMES:
-        raise RuntimeError(f"SAM 2 model {model!r} is neither a local folder nor a hub id sam2 "
+        raise MissingInput(f"SAM 2 model {model!r} is neither a local folder nor a hub id sam2 "
                            f"knows (known: {', '.join(sorted(HF_MODEL_ID_TO_FILENAMES))})")
     try:
         return build_sam2_hf(model, device=device)
     except OSError as error:   # offline / not cached / no network: huggingface_hub's errors
-        raise RuntimeError(unavailable_model_message(model, error)) from error
+        raise MissingInput(unavailable_model_message(model, error)) from error
 
 
 def model_files(folder: Path) -> tuple[Path, Path]:
     """The single config and single checkpoint of a local model folder."""
     configs, checkpoints = sorted(folder.glob("*.yaml")), sorted(folder.glob("*.pt"))
     if len(configs) != 1 or len(checkpoints) != 1:
-        raise RuntimeError(
+        raise MissingInput(
             f"SAM 2 folder {str(folder)!r} must hold exactly one *.yaml config and one *.pt "
             f"checkpoint, found {[p.name for p in configs]} and {[p.name for p in checkpoints]}")
     return configs[0], checkpoints[0]

@@ -53,6 +53,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from glass.errors import InvalidInput, StageFailed
 from glass.io import file_sha256
 from glass.seeding import sample_rng, sample_seed
 from glass.synth.shards import MANIFEST_FORMAT, MANIFEST_NAME, SHARD_PATTERN, sidecar_path
@@ -65,11 +66,11 @@ _END = object()  # end of an epoch's batches
 UNSUPERVISED = 255  # the pseudo-mask value the losses ignore (glass-facts "Pseudo masks")
 
 
-class ShardError(RuntimeError):
+class ShardError(StageFailed):
     """A shard is missing, damaged or does not match the manifest."""
 
 
-class CorruptSampleError(RuntimeError):
+class CorruptSampleError(StageFailed):
     """One sample of a shard cannot be read or decoded (the message names shard and key)."""
 
 
@@ -145,9 +146,9 @@ def load_shard_index(shard_dir: str | Path, *, on_corrupt: str = "raise",
     left out, with a warning giving the count and names (``ShardIndex.skipped``).
     """
     if on_corrupt not in ON_CORRUPT:
-        raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
+        raise InvalidInput(f"on_corrupt must be one of {ON_CORRUPT}, got {on_corrupt!r}")
     if verify not in VERIFY:
-        raise ValueError(f"verify must be one of {VERIFY}, got {verify!r}")
+        raise InvalidInput(f"verify must be one of {VERIFY}, got {verify!r}")
     shard_dir = Path(shard_dir)
     manifest_path = shard_dir / MANIFEST_NAME
     try:
@@ -201,7 +202,7 @@ def epoch_order(index: ShardIndex, *, seed: int, epoch: int,
     """The epoch's ordered sample stream: shards shuffled by (seed, epoch), then the samples of
     each group of ``shuffle_group`` consecutive shards shuffled by (seed, epoch, group)."""
     if shuffle_group < 1:
-        raise ValueError(f"shuffle_group must be >= 1, got {shuffle_group}")
+        raise InvalidInput(f"shuffle_group must be >= 1, got {shuffle_group}")
     shard_rng = np.random.default_rng(sample_seed(seed, f"epoch={epoch}", "train-shard-order"))
     shard_order = shard_rng.permutation(len(index.shards)).tolist()
     stream: list[PlannedSample] = []
@@ -274,18 +275,18 @@ def decode_sample(members: dict[str, bytes], *, image_size: int, mask_size: int,
     ``antialias=True``), masks by nearest neighbour so that labels and 255 survive.
     """
     if "json" not in members or "jpg" not in members:
-        raise ValueError(f"members {sorted(members)}: jpg and json are required")
+        raise InvalidInput(f"members {sorted(members)}: jpg and json are required")
     metadata = json.loads(members["json"])
     has_mask = "mask.png" in members
     if metadata.get("has_mask") and not has_mask:
-        raise ValueError("metadata says has_mask but mask.png is missing (truncated shard?)")
+        raise InvalidInput("metadata says has_mask but mask.png is missing (truncated shard?)")
     with Image.open(io.BytesIO(members["jpg"])) as raw:
         image = _square(raw.convert("RGB")).resize((image_size, image_size), Image.BILINEAR)
     pixels = np.asarray(image, dtype=np.uint8)
     if has_mask:
         with Image.open(io.BytesIO(members["mask.png"])) as raw:
             if raw.mode != "L":
-                raise ValueError(f"mask.png has mode {raw.mode}, expected 8-bit grey (L)")
+                raise InvalidInput(f"mask.png has mode {raw.mode}, expected 8-bit grey (L)")
             mask_image = _square(raw).resize((mask_size, mask_size), Image.NEAREST)
         mask = np.asarray(mask_image, dtype=np.uint8)
     else:
@@ -321,13 +322,13 @@ class LoaderSettings:
     def __post_init__(self) -> None:
         for name in ("image_size", "mask_size", "batch_size", "num_processes", "shuffle_group"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise InvalidInput(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+            raise InvalidInput(f"num_workers must be >= 0, got {self.num_workers}")
         if not 0 <= self.process_index < self.num_processes:
-            raise ValueError(f"process_index {self.process_index} not in [0, {self.num_processes})")
+            raise InvalidInput(f"process_index {self.process_index} not in [0, {self.num_processes})")
         if self.on_corrupt not in ON_CORRUPT:
-            raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, got {self.on_corrupt!r}")
+            raise InvalidInput(f"on_corrupt must be one of {ON_CORRUPT}, got {self.on_corrupt!r}")
 
     @property
     def workers(self) -> int:
@@ -358,7 +359,7 @@ class ShardEpoch(IterableDataset):
                       / settings.batch_size) for w in range(settings.workers)]
         total = sum(self.batches_per_worker)
         if not 0 <= skip_batches <= total:
-            raise ValueError(f"skip_batches {skip_batches} not in [0, {total}]")
+            raise InvalidInput(f"skip_batches {skip_batches} not in [0, {total}]")
         order = dataloader_batch_order(self.batches_per_worker)
         self.skip_per_worker = [order[:skip_batches].count(w) for w in range(settings.workers)]
 
@@ -418,7 +419,7 @@ class ShardEpoch(IterableDataset):
         flip = s.flip and flip_decision(s.seed, self.epoch, sample.key)
         try:
             if sample.key in broken:
-                raise ValueError(broken[sample.key])
+                raise InvalidInput(broken[sample.key])
             image, mask, has_mask = decode_sample(members.pop(sample.key), image_size=s.image_size,
                                                   mask_size=s.mask_size, flip=flip)
         except Exception as error:  # noqa: BLE001 - any decoding failure is this sample's
@@ -541,7 +542,7 @@ class InfiniteBatches:
         self._raw: Iterator | None = None
         self.batches_per_epoch = len(self._make_loader(0, 0))
         if self.batches_per_epoch == 0:
-            raise ValueError(f"process {process_index} has no samples: {self.index.num_samples} "
+            raise InvalidInput(f"process {process_index} has no samples: {self.index.num_samples} "
                              f"samples for {num_processes} process(es) × "
                              f"{max(1, num_workers)} worker(s)")
 
@@ -578,6 +579,11 @@ class InfiniteBatches:
                 return item
             # end of epoch, or every sample of the batch was corrupt and skipped (counted)
 
+    def skipped_samples(self) -> list[str]:
+        """"shard/key: reason" of every corrupt sample skipped so far (each once)."""
+        current = self._loader.corrupt if self._loader is not None else []
+        return sorted(set(self.corrupt) | set(current))
+
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
                 "batches_total": self.epoch * self.batches_per_epoch + self.batches_in_epoch,
@@ -585,7 +591,7 @@ class InfiniteBatches:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("stream") != self.stream_fingerprint():
-            raise ValueError(f"cannot resume: the saved batch stream {state.get('stream')!r} was "
+            raise InvalidInput(f"cannot resume: the saved batch stream {state.get('stream')!r} was "
                              "made from other shards or settings "
                              f"(now {self.stream_fingerprint()!r})")
         self.close()

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from glass.errors import InvalidInput
 from glass.synth.shards import validate_key
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,14 @@ def _flags(flipped: Sequence[bool] | torch.Tensor | None, count: int) -> list[bo
         return [False] * count
     flags = [bool(f) for f in (flipped.tolist() if isinstance(flipped, torch.Tensor) else flipped)]
     if len(flags) != count:
-        raise ValueError(f"{len(flags)} flip flags for {count} keys")
+        raise InvalidInput(f"{len(flags)} flip flags for {count} keys")
     return flags
 
 
 class FeatureCache:
     def __init__(self, cache_dir: str | os.PathLike, encoder_fingerprint: str):
         if not isinstance(encoder_fingerprint, str) or not encoder_fingerprint.strip():
-            raise ValueError("encoder_fingerprint must be a non-empty string (encoder model "
+            raise InvalidInput("encoder_fingerprint must be a non-empty string (encoder model "
                              "reference + image size)")
         self.fingerprint = encoder_fingerprint
         digest = hashlib.sha256(encoder_fingerprint.encode()).hexdigest()[:16]
@@ -62,7 +63,7 @@ class FeatureCache:
         if marker.exists():
             recorded = marker.read_text(encoding="utf-8")
             if recorded != encoder_fingerprint:
-                raise ValueError(f"{self.root}: holds features of {recorded!r}, not "
+                raise InvalidInput(f"{self.root}: holds features of {recorded!r}, not "
                                  f"{encoder_fingerprint!r} (digest collision?)")
         else:
             self._write_atomic(marker, encoder_fingerprint.encode())
@@ -97,7 +98,7 @@ class FeatureCache:
             return None
         shapes = {array.shape for array in arrays}
         if len(shapes) != 1:
-            raise ValueError(f"{self.root}: cached features of {list(keys)} differ in shape "
+            raise InvalidInput(f"{self.root}: cached features of {list(keys)} differ in shape "
                              f"{sorted(shapes)}")
         self.hits += 1
         return torch.from_numpy(np.stack(arrays).astype(np.float16, copy=False))
@@ -119,11 +120,11 @@ class FeatureCache:
         with np.errstate(over="ignore"):  # overflow is reported below, by key
             values = features.astype(np.float16)
         if len(values) != len(keys):
-            raise ValueError(f"{len(values)} feature rows for {len(keys)} keys")
+            raise InvalidInput(f"{len(values)} feature rows for {len(keys)} keys")
         for key, flip, row in zip(keys, _flags(flipped, len(keys)), values):
             if not np.isfinite(row).all():
                 # float16 overflows above 65504: caching inf would silently corrupt training
-                raise ValueError(f"features of {key!r} are not finite in float16")
+                raise InvalidInput(f"features of {key!r} are not finite in float16")
             self._write_atomic(self.path(key, flip), _npy_bytes(row))
 
     @staticmethod

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
 
 from glass.io import dumps_canonical, file_sha256
-
-# Settings that change what is logged or how often it is saved, never what is learned.
-NON_LEARNING_SECTIONS = ("logging",)
+from glass.train.params import TrainParams
 
 
 def _folder_digest(folder: Path) -> str:
@@ -20,11 +17,13 @@ def _folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def run_fingerprint(phase: int, train: dict[str, Any], refs: dict[str, str], shard_dir: str | Path,
-                    init_dir: str | Path | None) -> str:
+def run_fingerprint(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
+                    shard_dir: str | Path, init_dir: str | Path | None) -> str:
+    """Names a run's scratch folder: everything that decides the weights it learns (not the
+    logging and checkpoint cadence, so that changing those resumes the same run)."""
     relevant = {
         "phase": phase,
-        "train": {k: v for k, v in train.items() if k not in NON_LEARNING_SECTIONS},
+        "train": dict(train.learning(), seed=seed),
         "refs": refs,
         "shards": file_sha256(Path(shard_dir) / "manifest.json"),
         "init": _folder_digest(Path(init_dir)) if init_dir else None,

@@ -13,11 +13,11 @@ sample keys with the last good checkpoint intact; out-of-memory errors name the 
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from glass.io import write_json
-from glass.model_reference import portable_reference
+from glass.errors import StageFailed
+from glass.io import publish_directory, staging_directory, write_json
+from glass.model_reference import load_pretrained, portable_reference
 from glass.model.diffusion_decoder import DiffusionDecoder
 from glass.model.encoder import FrozenDinov2Encoder
 from glass.model.glass import GlassModel, GlassOutput, LossWeights
@@ -36,6 +37,7 @@ from glass.seeding import sample_seed
 from glass.train.checkpoints import latest_checkpoint, save_checkpoint
 from glass.train.data import infinite_batches
 from glass.train.feature_cache import FeatureCache
+from glass.train.params import TrainParams
 from glass.viz import save_grid, tensor_to_image
 
 log = logging.getLogger(__name__)
@@ -43,56 +45,60 @@ log = logging.getLogger(__name__)
 PHASES = (1, 2)
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(StageFailed):
     """Raised when a loss term is NaN or infinite; the message names the step and samples."""
 
 
 @dataclass
 class TrainingState:
-    """What a checkpoint must restore besides model and optimizer: the step counter and the
-    position in the data stream (registered with accelerate for save_state/load_state)."""
+    """What a checkpoint must restore besides model and optimizer: the step counter, the
+    position in the data stream and the corrupt samples skipped so far (registered with
+    accelerate for save_state/load_state), so that a resumed run records what an uninterrupted
+    one would."""
 
     step: int = 0
     data: dict | None = None
+    skipped_samples: list[str] = field(default_factory=list)
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "data": self.data}
+        return {"step": self.step, "data": self.data, "skipped_samples": self.skipped_samples}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.data = state["data"]
+        self.skipped_samples = list(state.get("skipped_samples", []))
 
 
-def build_model(train: dict[str, Any], refs: dict[str, str], phase: int,
+def build_model(train: TrainParams, seed: int, refs: dict[str, str], phase: int,
                 init_dir: Path | None) -> GlassModel:
     """Phase 1 starts slot attention and the MLP decoder from scratch (seeded); phase 2 loads them,
     and the UNet, from phase 1's output folder."""
-    model_params = train["model"]
-    encoder = FrozenDinov2Encoder(refs["encoder"], image_size=int(model_params["encoder_image_size"]))
-    decoder_source = refs["stable_diffusion"]
-    decoder = DiffusionDecoder.from_pretrained(decoder_source,
-                                               image_size=int(model_params["decoder_image_size"]))
+    sizes = train.model
+    encoder = FrozenDinov2Encoder(refs["encoder"], image_size=sizes.encoder_image_size)
+    decoder = DiffusionDecoder.from_pretrained(refs["stable_diffusion"],
+                                               image_size=sizes.decoder_image_size)
     if phase == 1:
-        torch.manual_seed(int(train["seed"]))
+        torch.manual_seed(seed)
         slot_attention = SlotAttention(
             input_dim=encoder.feature_dim, grid_size=list(encoder.grid_size),
-            num_slots=int(model_params["num_slots"]), num_iterations=int(model_params["num_iterations"]),
-            slot_size=int(model_params["slot_size"]), mlp_hidden_size=int(model_params["mlp_hidden_size"]),
+            num_slots=sizes.num_slots, num_iterations=sizes.num_iterations,
+            slot_size=sizes.slot_size, mlp_hidden_size=sizes.mlp_hidden_size,
             output_dim=decoder.conditioning_dim)
         mlp_decoder = MLPDecoder(
-            slot_size=int(model_params["slot_size"]), feature_dim=encoder.feature_dim,
+            slot_size=sizes.slot_size, feature_dim=encoder.feature_dim,
             num_tokens=int(np.prod(encoder.grid_size)),
-            hidden_size=int(model_params["mlp_decoder_hidden_size"]),
-            num_layers=int(model_params["mlp_decoder_layers"]))
+            hidden_size=sizes.mlp_decoder_hidden_size, num_layers=sizes.mlp_decoder_layers)
     else:
         if init_dir is None:
             raise ValueError("phase 2 needs phase 1's output folder")
-        slot_attention = SlotAttention.from_pretrained(init_dir / "slot_attention")
-        mlp_decoder = MLPDecoder.from_pretrained(init_dir / "mlp_decoder")
+        slot_attention = load_pretrained(SlotAttention, init_dir / "slot_attention",
+                                         "phase 1's slot attention")
+        mlp_decoder = load_pretrained(MLPDecoder, init_dir / "mlp_decoder",
+                                      "phase 1's MLP decoder")
     return GlassModel(encoder, slot_attention, mlp_decoder, decoder)
 
 
-def parameter_groups(model: GlassModel, phase: int, phase_params: dict[str, Any]) -> list[dict]:
+def parameter_groups(model: GlassModel, phase: int, train: TrainParams) -> list[dict]:
     """Phase 1: slot attention + MLP decoder at lr, UNet frozen. Phase 2: UNet at unet_lr, slot
     attention + MLP decoder at slot_lr (paper: 4e-5 and 1e-8)."""
     slots = list(model.slot_attention.parameters()) + list(model.mlp_decoder.parameters())
@@ -100,11 +106,11 @@ def parameter_groups(model: GlassModel, phase: int, phase_params: dict[str, Any]
     if phase == 1:
         for parameter in unet:
             parameter.requires_grad_(False)
-        return [{"params": slots, "lr": float(phase_params["lr"]), "name": "slots"}]
+        return [{"params": slots, "lr": train.phase1.lr, "name": "slots"}]
     for parameter in unet:
         parameter.requires_grad_(True)
-    return [{"params": slots, "lr": float(phase_params["slot_lr"]), "name": "slots"},
-            {"params": unet, "lr": float(phase_params["unet_lr"]), "name": "unet"}]
+    return [{"params": slots, "lr": train.phase2.slot_lr, "name": "slots"},
+            {"params": unet, "lr": train.phase2.unet_lr, "name": "unet"}]
 
 
 def _upsampled_argmax(masks: torch.Tensor, grid_size: tuple[int, int],
@@ -178,26 +184,54 @@ def drop_load_path(config_path: Path) -> None:
 
 
 def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dict[str, str],
-                         train: dict[str, Any]) -> None:
-    """from_pretrained-loadable modules plus a reference file for the frozen parts."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.slot_attention.save_pretrained(out_dir / "slot_attention")
-    model.mlp_decoder.save_pretrained(out_dir / "mlp_decoder")
-    if phase == 2:
-        model.decoder.unet.save_pretrained(out_dir / "unet")
-    for module in ("slot_attention", "mlp_decoder", "unet"):
-        drop_load_path(out_dir / module / "config.json")
-    write_json(out_dir / "glass.json", {
-        "phase": phase, "encoder": portable_reference(refs["encoder"], out_dir),
-        "stable_diffusion": portable_reference(refs["stable_diffusion"], out_dir),
-        "unet": "unet" if phase == 2 else None,
-        "encoder_image_size": int(train["model"]["encoder_image_size"]),
-        "decoder_image_size": int(train["model"]["decoder_image_size"])})
+                         encoder_image_size: int, decoder_image_size: int,
+                         data_skipped: dict | None = None) -> None:
+    """from_pretrained-loadable modules plus a reference file for the frozen parts, built
+    beside ``out_dir`` and renamed into place when complete. ``data_skipped``: the corrupt
+    shards and samples training left out (``train.data.on_corrupt: skip``), recorded in
+    ``glass.json`` so that a trained folder says what it was not trained on."""
+    out_dir = Path(out_dir)
+    with staging_directory(out_dir) as staged:
+        model.slot_attention.save_pretrained(staged / "slot_attention")
+        model.mlp_decoder.save_pretrained(staged / "mlp_decoder")
+        if phase == 2:
+            model.decoder.unet.save_pretrained(staged / "unet")
+        for module in ("slot_attention", "mlp_decoder", "unet"):
+            drop_load_path(staged / module / "config.json")
+        info = {"phase": phase, "encoder": portable_reference(refs["encoder"], out_dir),
+                "stable_diffusion": portable_reference(refs["stable_diffusion"], out_dir),
+                "unet": "unet" if phase == 2 else None,
+                "encoder_image_size": int(encoder_image_size),
+                "decoder_image_size": int(decoder_image_size)}
+        if data_skipped and (data_skipped.get("shards") or data_skipped.get("samples")):
+            info["data_skipped"] = data_skipped
+        write_json(staged / "glass.json", info)
+        publish_directory(staged, out_dir)
 
 
-def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_dir: str | Path,
-                out_dir: str | Path, scratch_dir: str | Path, live_dir: str | Path,
-                init_dir: str | Path | None = None,
+def trim_live_history(live_dir: Path, last_step: int) -> int:
+    """Drop the rows of the DVCLive step TSVs logged after ``last_step`` (the checkpoint a run
+    resumes from): the resumed run logs those steps again, and each step must appear once.
+    Returns the number of rows removed."""
+    removed = 0
+    for path in sorted((live_dir / "plots" / "metrics").rglob("*.tsv")):
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            continue
+        column = rows[0].index("step")
+        kept = [rows[0]] + [row for row in rows[1:] if len(row) > column
+                            and row[column].strip() and int(float(row[column])) <= last_step]
+        if len(kept) != len(rows):
+            removed += len(rows) - len(kept)
+            with open(path, "w", newline="", encoding="utf-8") as handle:
+                csv.writer(handle, delimiter="\t", lineterminator="\n").writerows(kept)
+    return removed
+
+
+def train_phase(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
+                shard_dir: str | Path, out_dir: str | Path, scratch_dir: str | Path,
+                live_dir: str | Path, init_dir: str | Path | None = None,
                 cache_dir: str | Path | None = None) -> dict[str, float]:
     """Run one phase to ``train.phase<phase>.steps``; resumes from ``scratch_dir/checkpoints``.
 
@@ -208,15 +242,14 @@ def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_d
         raise ValueError(f"phase must be 1 or 2, got {phase}")
     from dvclive import Live  # imported here: it pulls in DVC's repo machinery
 
-    phase_params = train[f"phase{phase}"]
-    optim, data, logging_params = train["optim"], train["data"], train["logging"]
-    total_steps = int(phase_params["steps"])
-    scratch_dir, out_dir = Path(scratch_dir), Path(out_dir)
-    accelerator = Accelerator(mixed_precision=optim["mixed_precision"] if torch.cuda.is_available()
+    optim, data, logging_params = train.optim, train.data, train.logging
+    total_steps = train.steps(phase)
+    scratch_dir, out_dir, live_dir = Path(scratch_dir), Path(out_dir), Path(live_dir)
+    accelerator = Accelerator(mixed_precision=optim.mixed_precision if torch.cuda.is_available()
                               else "no",
-                              gradient_accumulation_steps=int(optim["gradient_accumulation_steps"]))
-    model = build_model(train, refs, phase, Path(init_dir) if init_dir else None)
-    optimizer = torch.optim.Adam(parameter_groups(model, phase, phase_params))
+                              gradient_accumulation_steps=optim.gradient_accumulation_steps)
+    model = build_model(train, seed, refs, phase, Path(init_dir) if init_dir else None)
+    optimizer = torch.optim.Adam(parameter_groups(model, phase, train))
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
@@ -225,22 +258,26 @@ def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_d
     if resumed is not None:
         accelerator.load_state(str(resumed[1]))
         log.info("phase %d: resumed from %s at step %d", phase, resumed[1], state.step)
+        if accelerator.is_main_process:
+            trimmed = trim_live_history(live_dir, state.step)
+            if trimmed:
+                log.info("phase %d: dropped %d logged rows after step %d (logged again now)",
+                         phase, trimmed, state.step)
 
-    weights = LossWeights(recon=float(train["loss"]["recon"]), semantic=float(train["loss"]["semantic"]),
-                          instance=float(train["loss"]["instance"]))
+    weights = LossWeights(recon=train.loss.recon, semantic=train.loss.semantic,
+                          instance=train.loss.instance)
     unwrapped = accelerator.unwrap_model(model)
     cache = None
-    if data.get("feature_cache"):
+    if data.feature_cache:
         if cache_dir is None:
             raise ValueError("train.data.feature_cache is on but no cache folder was given")
-        fingerprint = f"{refs['encoder']}|{train['model']['encoder_image_size']}"
+        fingerprint = f"{refs['encoder']}|{train.model.encoder_image_size}"
         cache = FeatureCache(cache_dir, fingerprint)
     stream = infinite_batches(
-        shard_dir, image_size=int(train["model"]["encoder_image_size"]),
-        mask_size=int(data["mask_size"]), batch_size=int(data["batch_size"]),
-        num_workers=int(data["num_workers"]), seed=int(train["seed"]) + phase,
+        shard_dir, image_size=train.model.encoder_image_size, mask_size=data.mask_size,
+        batch_size=data.batch_size, num_workers=data.num_workers, seed=seed + phase,
         process_index=accelerator.process_index, num_processes=accelerator.num_processes,
-        flip=bool(data["flip"]), on_corrupt=data["on_corrupt"])
+        flip=data.flip, on_corrupt=data.on_corrupt)
     if state.data is not None:
         stream.load_state_dict(state.data)
     generator = torch.Generator()
@@ -256,7 +293,7 @@ def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_d
             batch = next(stream)
             # noise for this step from (seed, phase, step) alone, so a resumed run draws exactly
             # what an uninterrupted one would
-            generator.manual_seed(sample_seed(int(train["seed"]), f"phase{phase}-step{state.step}",
+            generator.manual_seed(sample_seed(seed, f"phase{phase}-step{state.step}",
                                               f"train-rank{accelerator.process_index}"))
             with accelerator.accumulate(model):
                 features = cache.get(batch["key"], flipped=batch["flipped"]) if cache else None
@@ -270,47 +307,57 @@ def train_phase(phase: int, train: dict[str, Any], refs: dict[str, str], shard_d
                               flipped=batch["flipped"])
                 check_finite(output.terms, state.step, batch["key"])
                 accelerator.backward(output.loss)
-                if accelerator.sync_gradients and optim.get("max_grad_norm"):
+                if accelerator.sync_gradients and optim.max_grad_norm is not None:
                     accelerator.clip_grad_norm_(
                         [p for group in optimizer.param_groups for p in group["params"]],
-                        float(optim["max_grad_norm"]))
+                        optim.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
             state.step += 1
             state.data = stream.state_dict()
+            state.skipped_samples = sorted(set(state.skipped_samples) | set(stream.skipped_samples()))
             progress.update(1)
             last_terms = {name: float(value) for name, value in output.terms.items()}
-            if state.step % int(logging_params["log_every"]) == 0 or state.step == total_steps:
+            if state.step % logging_params.log_every == 0 or state.step == total_steps:
                 live.step = state.step  # DVCLive's x axis is the optimisation step
                 for name, value in last_terms.items():
                     live.log_metric(f"phase{phase}/{name}", value)
                 live.next_step()
-            if accelerator.is_main_process and (state.step % int(logging_params["grid_every"]) == 0
+            if accelerator.is_main_process and (state.step % logging_params.grid_every == 0
                                                 or state.step == total_steps):
                 reconstructions = grid_reconstructions(
-                    unwrapped, output, rows=4, seed=int(train["seed"]), step=state.step,
-                    steps=int(logging_params.get("grid_reconstruction_steps", 0)))
+                    unwrapped, output, rows=4, seed=seed, step=state.step,
+                    steps=logging_params.grid_reconstruction_steps)
                 rows = slot_mask_grid_rows(batch, output.slot_attention, unwrapped.grid_size,
                                            mlp_masks=output.mlp_masks,
                                            reconstructions=reconstructions)
-                save_grid(Path(live_dir) / "plots" / "images" / f"phase{phase}_step{state.step:07d}.png",
+                save_grid(live_dir / "plots" / "images" / f"phase{phase}_step{state.step:07d}.png",
                           rows)
-            if state.step % int(logging_params["checkpoint_every"]) == 0 or state.step == total_steps:
+            if state.step % logging_params.checkpoint_every == 0 or state.step == total_steps:
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
-                    save_checkpoint(checkpoint_dir, state.step, lambda d: accelerator.save_state(str(d)),
-                                    int(logging_params["checkpoint_limit"]))
+                    save_checkpoint(checkpoint_dir, state.step,
+                                    lambda d: accelerator.save_state(str(d)),
+                                    logging_params.checkpoint_limit)
+        skipped = {"shards": [list(entry) for entry in stream.index.skipped],
+                   "samples": list(state.skipped_samples)}
+        if accelerator.is_main_process:
+            # recorded in the metrics too (dvc metrics show): what training did not see
+            live.log_metric(f"phase{phase}/skipped_shards", len(skipped["shards"]), plot=False)
+            live.log_metric(f"phase{phase}/skipped_samples", len(skipped["samples"]), plot=False)
     except torch.OutOfMemoryError as error:
-        raise RuntimeError(out_of_memory_advice(error)) from error
+        raise StageFailed(out_of_memory_advice(error)) from error
     finally:
         progress.close()
         live.end()
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_trained_modules(accelerator.unwrap_model(model), out_dir, phase, refs, train)
+        save_trained_modules(accelerator.unwrap_model(model), out_dir, phase, refs,
+                             train.model.encoder_image_size, train.model.decoder_image_size,
+                             data_skipped=skipped)
     if not last_terms:
         # already complete at the last checkpoint: report the checkpoint's own values
         last_terms = {"step": float(state.step)}

@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from glass.errors import InvalidInput
 from glass.eval.datasets.clevrtex import ClevrTexInstances
 from glass.eval.datasets.coco import CocoFormatInstances, CocoInstances, ToyInstances
 from glass.eval.datasets.objects365 import Objects365Instances
@@ -54,17 +55,17 @@ __all__ = [
 def load_eval_dataset(name: str, **params: Any) -> EvalDataset:
     """The reader for ``name``, built from flat params (see the module docstring)."""
     if name not in EVAL_DATASETS:
-        raise ValueError(f"unknown evaluation dataset {name!r}; expected one of "
+        raise InvalidInput(f"unknown evaluation dataset {name!r}; expected one of "
                          f"{sorted(EVAL_DATASETS)}")
     reader = EVAL_DATASETS[name]
     preprocess_fields = {key: params.pop(key) for key in _PREPROCESS_FIELDS if key in params}
     if preprocess_fields:
         if params.get("preprocess") is not None:
-            raise ValueError(f"give either preprocess= or {sorted(preprocess_fields)}, not both")
+            raise InvalidInput(f"give either preprocess= or {sorted(preprocess_fields)}, not both")
         params["preprocess"] = Preprocess(**preprocess_fields)
     accepted = set(inspect.signature(reader.__init__).parameters) - {"self"}
     unknown = sorted(set(params) - accepted)
     if unknown:
-        raise TypeError(f"{name}: unknown params {unknown}; accepted: "
+        raise InvalidInput(f"{name}: unknown params {unknown}; accepted: "
                         f"{sorted(accepted | set(_PREPROCESS_FIELDS))}")
     return reader(**params)

@@ -38,11 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from glass.data.images import UnreadableImage
+from glass.data.images import DEFAULT_MAX_IMAGE_PIXELS, decode_image
+from glass.errors import InvalidInput
 from glass.eval.datasets.sample import (
-    EvalDataset, EvalSample, Preprocess, check_option, finish_sample, require,
+    EvalDataset, EvalSample, Preprocess, UnreadableSample, check_option, finish_sample, require,
 )
 
 CLEVRTEX_VARIANTS = ("full", "pbg", "vbg", "grassbg", "camo", "outd")
@@ -67,7 +67,7 @@ def index_clevrtex(folder: Path, variant: str) -> dict[int, Path]:
             continue
         index = int(match.group(1))
         if index in images:
-            raise ValueError(f"CLEVRTex index {index} appears twice: {images[index]} and {path}")
+            raise InvalidInput(f"CLEVRTex index {index} appears twice: {images[index]} and {path}")
         images[index] = path
     return images
 
@@ -79,13 +79,14 @@ class ClevrTexInstances(EvalDataset):
 
     def __init__(self, root: str | os.PathLike, *, variant: str = "full",
                  split: str = DEFAULT_SPLIT, center_crop_fraction: float | None = None,
-                 limit: int | None = None, preprocess: Preprocess | dict | None = None) -> None:
-        super().__init__(limit=limit, preprocess=preprocess)
+                 limit: int | None = None, preprocess: Preprocess | dict | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        super().__init__(limit=limit, preprocess=preprocess, max_image_pixels=max_image_pixels)
         self.variant = check_option("variant", variant, CLEVRTEX_VARIANTS)
         self.split = None if variant == "outd" else check_option("split", split,
                                                                    tuple(CLEVRTEX_SPLITS))
         if center_crop_fraction is not None and not 0.0 < center_crop_fraction <= 1.0:
-            raise ValueError(f"center_crop_fraction must be in (0, 1] or None, got "
+            raise InvalidInput(f"center_crop_fraction must be in (0, 1] or None, got "
                              f"{center_crop_fraction}")
         self.center_crop_fraction = center_crop_fraction
         root = require(Path(root).expanduser(), "CLEVRTex root", CLEVRTEX_HINT)
@@ -101,12 +102,12 @@ class ClevrTexInstances(EvalDataset):
     def _ids(self) -> list[int]:
         self._images = index_clevrtex(self.folder, self.variant)
         if not self._images:
-            raise ValueError(f"no CLEVRTEX_{self.variant}_NNNNNN.png images under "
+            raise InvalidInput(f"no CLEVRTEX_{self.variant}_NNNNNN.png images under "
                              f"{self.folder}. {CLEVRTEX_HINT}")
         indices = sorted(self._images)
         gaps = sorted(set(range(indices[-1] + 1)) - set(indices))
         if gaps:
-            raise ValueError(f"{self.folder}: {len(gaps)} CLEVRTex indices are missing (first "
+            raise InvalidInput(f"{self.folder}: {len(gaps)} CLEVRTex indices are missing (first "
                              f"{gaps[:5]}); the splits are fractions of a complete numbering, "
                              "so a partial download would shift them: untar every part")
         if self.split is None:
@@ -119,24 +120,24 @@ class ClevrTexInstances(EvalDataset):
             self._ids()
         image_path = self._images[index]
         stem = image_path.name[:-len(".png")]
-        mask_path = require(image_path.with_name(stem + MASK_SUFFIX),
-                            f"CLEVRTex mask of image {index}", CLEVRTEX_HINT)
-        meta_path = require(image_path.with_name(stem + ".json"),
-                            f"CLEVRTex metadata of image {index}", CLEVRTEX_HINT)
-        image = read_rgb_dropping_alpha(image_path)
-        mask = read_index_mask(mask_path)
+        mask_path = image_path.with_name(stem + MASK_SUFFIX)
+        meta_path = image_path.with_name(stem + ".json")
+        image = read_rgb_dropping_alpha(image_path, self.max_image_pixels)
+        mask = read_index_mask(mask_path, index, self.max_image_pixels)
         if mask.shape != image.shape[:2]:
-            raise ValueError(f"{mask_path}: mask {mask.shape} and image {image.shape[:2]} differ")
+            raise UnreadableSample(index, f"{mask_path}: mask {mask.shape} and image "
+                                          f"{image.shape[:2]} differ")
         try:
             objects = json.loads(meta_path.read_text(encoding="utf-8"))["objects"]
             shapes = {int(obj["index"]): str(obj["shape"]) for obj in objects}
-        except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{meta_path}: not CLEVRTex metadata (needs objects[].index and "
-                             f".shape): {error!r}") from None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise UnreadableSample(index, f"{meta_path}: missing or not CLEVRTex metadata (needs "
+                                          f"objects[].index and .shape): {error!r}") from None
         instances = mask.astype(np.int32)
         unknown = sorted(set(np.unique(instances).tolist()) - {0} - set(shapes))
         if unknown:
-            raise ValueError(f"{mask_path}: mask values {unknown} have no object in {meta_path}")
+            raise UnreadableSample(index, f"{mask_path}: mask values {unknown} have no object in "
+                                          f"{meta_path}")
         if self.center_crop_fraction is not None:
             image, instances = center_crop(image, instances, self.center_crop_fraction)
         return finish_sample(f"clevrtex-{self.variant}-{index:06d}", image, instances,
@@ -155,27 +156,24 @@ def center_crop(image: np.ndarray, labels: np.ndarray,
             labels[top:top + size, left:left + size])
 
 
-def read_rgb_dropping_alpha(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8; RGBA renders lose their alpha (not composited), like the reference."""
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            if opened.mode == "RGBA":
-                return np.asarray(opened, dtype=np.uint8)[..., :3].copy()
-            return np.asarray(opened.convert("RGB"), dtype=np.uint8)
-    except OSError as error:
-        raise UnreadableImage(path, f"cannot decode image ({error}); the file is probably "
-                                    "truncated or corrupt: re-extract it") from None
+def read_rgb_dropping_alpha(path: Path, max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS
+                            ) -> np.ndarray:
+    """(H, W, 3) uint8; RGBA renders lose their alpha (not composited), like the reference.
+    Unreadable files (a decompression bomb too) raise UnreadableImage with the reason."""
+    image, _ = decode_image(path, max_pixels=max_pixels,
+                            pixel_limit_key="evaluate.max_image_pixels")
+    if image.mode == "RGBA":
+        return np.asarray(image, dtype=np.uint8)[..., :3].copy()
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
-def read_index_mask(path: Path) -> np.ndarray:
+def read_index_mask(path: Path, index: int,
+                    max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """The object indices of a ``_flat.png`` (palette or greyscale) as (H, W) uint8."""
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            if opened.mode not in ("P", "L"):
-                raise ValueError(f"{path}: a CLEVRTex mask must be a palette (P) or greyscale "
-                                 f"(L) PNG of object indices, got mode {opened.mode}")
-            return np.asarray(opened, dtype=np.uint8).copy()
-    except OSError as error:
-        raise UnreadableImage(path, f"cannot decode mask ({error}); re-extract it") from None
+    image, _ = decode_image(path, max_pixels=max_pixels,
+                            pixel_limit_key="evaluate.max_image_pixels")
+    if image.mode not in ("P", "L"):
+        raise UnreadableSample(index, f"{path}: a CLEVRTex mask must be a palette (P) or "
+                                      f"greyscale (L) PNG of object indices, got mode "
+                                      f"{image.mode}")
+    return np.asarray(image, dtype=np.uint8).copy()

@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 
 from glass.data.coco import COCO_DOWNLOAD_HINT
+from glass.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from glass.errors import InvalidInput
 from glass.eval.datasets.sample import (
     DEFAULT_CROWD, DEFAULT_OVERLAP, CROWD_MODES, OVERLAP_MODES, EvalDataset, EvalSample,
-    Preprocess, check_option, compose_instances, finish_sample, read_rgb, require,
+    Preprocess, UnreadableSample, check_option, compose_instances, finish_sample, require,
 )
 
 COCO_EVAL_HINT = (COCO_DOWNLOAD_HINT + " Set data.coco.root to that folder (the evaluation "
@@ -45,8 +47,8 @@ def load_coco_api(annotation_file: Path):
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(annotation_file))
-    except ValueError as error:   # json.JSONDecodeError is a ValueError
-        raise ValueError(f"{annotation_file}: not a readable COCO annotation file ({error}); "
+    except (ValueError, KeyError, TypeError) as error:   # JSONDecodeError is a ValueError
+        raise InvalidInput(f"{annotation_file}: not a readable COCO annotation file ({error}); "
                          "re-download it") from None
 
 
@@ -64,8 +66,9 @@ class CocoFormatInstances(EvalDataset):
     def __init__(self, images_dir: str | os.PathLike, annotation_file: str | os.PathLike, *,
                  key_prefix: str, hint: str, crowd: str = DEFAULT_CROWD,
                  overlap: str = DEFAULT_OVERLAP, limit: int | None = None,
-                 preprocess: Preprocess | dict | None = None) -> None:
-        super().__init__(limit=limit, preprocess=preprocess)
+                 preprocess: Preprocess | dict | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        super().__init__(limit=limit, preprocess=preprocess, max_image_pixels=max_image_pixels)
         self.crowd = check_option("crowd", crowd, CROWD_MODES)
         self.overlap = check_option("overlap", overlap, OVERLAP_MODES)
         self.hint = hint
@@ -91,17 +94,32 @@ class CocoFormatInstances(EvalDataset):
 
     def _annotation_masks(self, image_id: int, image: np.ndarray,
                           annotations: list[dict]) -> list[np.ndarray]:
-        return [self.coco.annToMask(annotation).astype(bool) for annotation in annotations]
+        masks = []
+        for annotation in annotations:
+            try:
+                masks.append(self.coco.annToMask(annotation).astype(bool))
+            except (ValueError, TypeError, KeyError, IndexError) as error:
+                raise UnreadableSample(image_id, f"annotation {annotation.get('id')} of "
+                                                 f"{self.annotation_file} cannot be decoded "
+                                                 f"({type(error).__name__}: {error})") from None
+        return masks
 
-    def _read(self, image_id: int) -> EvalSample:
+    def _read_image(self, image_id: int) -> tuple[dict, Path, np.ndarray]:
+        """(image info, path, pixels), checked against the size the annotation file states."""
         info = self.coco.loadImgs(image_id)[0]
         path = self.image_path(info)
-        image = read_rgb(path, f"{self.name} image {image_id}", self.hint)
+        image = self.read_rgb(path)
         expected = (int(info["height"]), int(info["width"]))
         if image.shape[:2] != expected:
-            raise ValueError(f"{path}: the image is {image.shape[0]}x{image.shape[1]} (HxW) but "
-                             f"{self.annotation_file} says {expected[0]}x{expected[1]}; the "
-                             "image and the annotation file do not belong together")
+            raise UnreadableSample(image_id, f"{path}: the image is {image.shape[0]}x"
+                                             f"{image.shape[1]} (HxW) but "
+                                             f"{self.annotation_file} says {expected[0]}x"
+                                             f"{expected[1]}; the image and the annotation file "
+                                             "do not belong together")
+        return info, path, image
+
+    def _read(self, image_id: int) -> EvalSample:
+        info, path, image = self._read_image(image_id)
         annotations = self.annotations(image_id)
         masks = self._annotation_masks(image_id, image, annotations)
         instances, ignore, classes_by_id, ids = compose_instances(
@@ -129,10 +147,11 @@ class CocoInstances(CocoFormatInstances):
                  images_dir: str | os.PathLike | None = None,
                  annotation_file: str | os.PathLike | None = None,
                  crowd: str = DEFAULT_CROWD, overlap: str = DEFAULT_OVERLAP,
-                 limit: int | None = None, preprocess: Preprocess | dict | None = None) -> None:
+                 limit: int | None = None, preprocess: Preprocess | dict | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if root is None and (images_dir is None or annotation_file is None):
-            raise ValueError("coco: give root= (data.coco.root) or both images_dir= and "
-                             "annotation_file=")
+            raise InvalidInput("coco: give root= (data.coco.root) or both images_dir= and "
+                               "annotation_file=")
         if root is not None:
             root = require(Path(root).expanduser(), "COCO root", COCO_EVAL_HINT)
         images_dir = images_dir if images_dir is not None else root / split
@@ -140,7 +159,7 @@ class CocoInstances(CocoFormatInstances):
                            else root / "annotations" / f"instances_{split}.json")
         super().__init__(images_dir, annotation_file, key_prefix=f"coco-{split}",
                          hint=COCO_EVAL_HINT, crowd=crowd, overlap=overlap, limit=limit,
-                         preprocess=preprocess)
+                         preprocess=preprocess, max_image_pixels=max_image_pixels)
 
 
 class ToyInstances(CocoFormatInstances):
@@ -151,9 +170,11 @@ class ToyInstances(CocoFormatInstances):
 
     def __init__(self, root: str | os.PathLike, *, split: str = "val",
                  crowd: str = DEFAULT_CROWD, overlap: str = DEFAULT_OVERLAP,
-                 limit: int | None = None, preprocess: Preprocess | dict | None = None) -> None:
+                 limit: int | None = None, preprocess: Preprocess | dict | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         root = require(Path(root).expanduser(), "toy world folder", TOY_EVAL_HINT)
         super().__init__(root / "images" / split,
                          root / "annotations" / f"instances_{split}.json",
                          key_prefix=f"toy-{split}", hint=TOY_EVAL_HINT, crowd=crowd,
-                         overlap=overlap, limit=limit, preprocess=preprocess)
+                         overlap=overlap, limit=limit, preprocess=preprocess,
+                         max_image_pixels=max_image_pixels)

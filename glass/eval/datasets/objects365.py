@@ -11,7 +11,7 @@ Data: Objects365 v2 val is distributed as a COCO-format file, ``zhiyuan_objv2_va
 ``images/v1/patch0/objects365_v1_00000001.jpg``. Images are looked up as ``images_dir/file_name``,
 then ``images_dir/patchN/<name>`` and ``images_dir/<name>`` (layouts that flatten the
 ``images/v1|v2`` levels). A few images listed in the v2 val file are missing from the download;
-``on_missing_image="skip"`` leaves such images out (listed in ``skipped``), the default raises.
+``on_missing_image="skip"`` leaves such images out (listed in ``missing_images``), the default raises.
 
 The SAM 2 model is given like everywhere in the project (``glass.tiny.sam2.load_sam2``): a hub
 id (``facebook/sam2.1-hiera-large``, the project's paper setting), a local folder with one config
@@ -38,7 +38,10 @@ import numpy as np
 
 from glass.devices import resolve_device
 from glass.eval.datasets.coco import CocoFormatInstances, xywh_to_xyxy
-from glass.eval.datasets.sample import DEFAULT_CROWD, DEFAULT_OVERLAP, Preprocess, require
+from glass.errors import InvalidInput, MissingInput
+from glass.data.images import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImage
+from glass.eval.datasets.sample import (DEFAULT_CROWD, DEFAULT_OVERLAP, Preprocess,
+                                        UnreadableSample, require)
 from glass.io import atomic_open, file_sha256, write_json
 from glass.model_reference import REFERENCE_FILE, model_reference
 # glass.tiny.sam2 imports only torch/omegaconf at the top (sam2 itself lazily): cheap to import
@@ -75,12 +78,12 @@ def sam2_model_fingerprint(model: str) -> dict[str, str]:
     from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
 
     if model not in HF_MODEL_ID_TO_FILENAMES:
-        raise RuntimeError(f"SAM 2 model {model!r} is neither a local folder nor a hub id sam2 "
+        raise MissingInput(f"SAM 2 model {model!r} is neither a local folder nor a hub id sam2 "
                            f"knows (known: {', '.join(sorted(HF_MODEL_ID_TO_FILENAMES))})")
     config_name, checkpoint_name = HF_MODEL_ID_TO_FILENAMES[model]
     cached = try_to_load_from_cache(model, checkpoint_name)
     if not isinstance(cached, str):
-        raise RuntimeError(unavailable_model_message(
+        raise MissingInput(unavailable_model_message(
             model, FileNotFoundError(f"{checkpoint_name} not in the Hugging Face cache")))
     return {"hub_id": model, "config": config_name, "checkpoint_sha256": file_sha256(cached)}
 
@@ -91,7 +94,7 @@ class Sam2BoxMasks:
     def __init__(self, model: str | os.PathLike, *, cache_dir: str | os.PathLike | None,
                  device: str = "auto", box_batch_size: int = DEFAULT_BOX_BATCH_SIZE) -> None:
         if box_batch_size < 1:
-            raise ValueError(f"box_batch_size must be >= 1, got {box_batch_size}")
+            raise InvalidInput(f"box_batch_size must be >= 1, got {box_batch_size}")
         self.model_id = resolve_sam2_model(model)
         self.device = device
         self.box_batch_size = int(box_batch_size)
@@ -208,11 +211,12 @@ class Objects365Instances(CocoFormatInstances):
                  crowd: str = DEFAULT_CROWD, overlap: str = DEFAULT_OVERLAP,
                  clip_masks_to_boxes: bool = False, on_missing_image: str = "raise",
                  device: str = "auto", box_batch_size: int = DEFAULT_BOX_BATCH_SIZE,
-                 limit: int | None = None, preprocess: Preprocess | dict | None = None) -> None:
+                 limit: int | None = None, preprocess: Preprocess | dict | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         if root is None and (annotation_file is None or images_dir is None):
-            raise ValueError("objects365: give root= or both annotation_file= and images_dir=")
+            raise InvalidInput("objects365: give root= or both annotation_file= and images_dir=")
         if on_missing_image not in MISSING_IMAGE_MODES:
-            raise ValueError(f"on_missing_image must be one of {list(MISSING_IMAGE_MODES)}, got "
+            raise InvalidInput(f"on_missing_image must be one of {list(MISSING_IMAGE_MODES)}, got "
                              f"{on_missing_image!r}")
         if root is not None:
             root = require(Path(root).expanduser(), "Objects365 root", OBJECTS365_HINT)
@@ -221,10 +225,10 @@ class Objects365Instances(CocoFormatInstances):
         images_dir = images_dir if images_dir is not None else root
         self.on_missing_image = on_missing_image
         self.clip_masks_to_boxes = bool(clip_masks_to_boxes)
-        self.skipped: list[int] = []
+        self.missing_images: list[int] = []
         super().__init__(images_dir, annotation_file, key_prefix="objects365",
                          hint=OBJECTS365_HINT, crowd=crowd, overlap=overlap, limit=limit,
-                         preprocess=preprocess)
+                         preprocess=preprocess, max_image_pixels=max_image_pixels)
         self.sam = Sam2BoxMasks(sam2_model, cache_dir=cache_dir, device=device,
                                 box_batch_size=box_batch_size)
 
@@ -232,6 +236,13 @@ class Objects365Instances(CocoFormatInstances):
         return {**super().conventions(), "masks": "sam2 box prompts",
                 "sam2_model": self.sam.model_id, "clip_masks_to_boxes": self.clip_masks_to_boxes,
                 "on_missing_image": self.on_missing_image}
+
+    def probe(self, image_id) -> None:
+        """The image alone: its masks would need SAM 2, which is not loaded before the check."""
+        try:
+            self._read_image(image_id)
+        except UnreadableImage as error:
+            raise UnreadableSample(image_id, f"{error.path}: {error.reason}") from None
 
     def image_path(self, info: dict) -> Path:
         relative = Path(info["file_name"])
@@ -252,10 +263,10 @@ class Objects365Instances(CocoFormatInstances):
             if self.image_path(self.coco.imgs[image_id]).exists():
                 kept.append(image_id)
             else:
-                self.skipped.append(image_id)
-        if self.skipped:
+                self.missing_images.append(image_id)
+        if self.missing_images:
             log.warning("objects365: %d images listed in %s are missing and skipped",
-                        len(self.skipped), self.annotation_file)
+                        len(self.missing_images), self.annotation_file)
         return kept
 
     def _annotation_masks(self, image_id: int, image: np.ndarray,

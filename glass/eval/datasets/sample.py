@@ -23,17 +23,22 @@ ocl's centre crop, 224, ...) are the "GT resolution" conventions glass-facts.md 
 
 from __future__ import annotations
 
+import logging
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
 
 from glass.data.coco import DatasetNotFound
-from glass.data.images import load_rgb_image
+from glass.data.images import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImage, load_rgb_image
+from glass.errors import InvalidInput
+from glass.params import Params, param
+
+log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 
@@ -61,7 +66,7 @@ IMAGE_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resa
 
 def check_option(name: str, value: Any, allowed: tuple) -> Any:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+        raise InvalidInput(f"{name} must be one of {list(allowed)}, got {value!r}")
     return value
 
 
@@ -83,13 +88,13 @@ class EvalSample:
     def __post_init__(self) -> None:
         image, instances, ignore = self.image, self.instances, self.ignore
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"{self.key}: image must be (H, W, 3) uint8, got {image.dtype} "
+            raise InvalidInput(f"{self.key}: image must be (H, W, 3) uint8, got {image.dtype} "
                              f"{image.shape}")
         if instances.dtype != np.int32 or instances.shape != image.shape[:2]:
-            raise ValueError(f"{self.key}: instances must be int32 {image.shape[:2]}, got "
+            raise InvalidInput(f"{self.key}: instances must be int32 {image.shape[:2]}, got "
                              f"{instances.dtype} {instances.shape}")
         if ignore.dtype != bool or ignore.shape != image.shape[:2]:
-            raise ValueError(f"{self.key}: ignore must be bool {image.shape[:2]}, got "
+            raise InvalidInput(f"{self.key}: ignore must be bool {image.shape[:2]}, got "
                              f"{ignore.dtype} {ignore.shape}")
 
     @property
@@ -109,7 +114,7 @@ def finish_sample(key: str, image: np.ndarray, instances: np.ndarray, ignore: np
     present = {int(value) for value in np.unique(instances) if value != 0}
     missing = present - set(classes)
     if missing:
-        raise ValueError(f"{key}: instance ids {sorted(missing)} have no class")
+        raise InvalidInput(f"{key}: instance ids {sorted(missing)} have no class")
     classes = {iid: classes[iid] for iid in sorted(present)}
     if boxes is not None:
         boxes = {iid: boxes[iid] for iid in sorted(present) if iid in boxes}
@@ -140,7 +145,7 @@ def compose_instances(shape: tuple[int, int], masks: list[np.ndarray], classes: 
     for mask, name, is_crowd in zip(masks, classes, crowd_flags):
         mask = np.asarray(mask, dtype=bool)
         if mask.shape != tuple(shape):
-            raise ValueError(f"annotation mask {mask.shape} does not match the image {shape}")
+            raise InvalidInput(f"annotation mask {mask.shape} does not match the image {shape}")
         if is_crowd and crowd != "instance":
             crowd_pixels |= mask
             ids.append(None)
@@ -170,7 +175,7 @@ def compose_instances(shape: tuple[int, int], masks: list[np.ndarray], classes: 
 
 
 @dataclass(frozen=True)
-class Preprocess:
+class Preprocess(Params):
     """How ground truth and image are brought to the evaluation resolution.
 
     ``resolution``: the shortest side is resized to it (torchvision's ``Resize(int)`` rounding:
@@ -182,32 +187,14 @@ class Preprocess:
     Default = the official GLASS evaluation (glass-facts.md "Evaluation").
     """
 
-    resolution: int | None = OFFICIAL_RESOLUTION
-    crop: str = "center"
-    image_resample: str = "bilinear"
+    resolution: int | None = param(OFFICIAL_RESOLUTION, min=1)
+    crop: Literal["center", "none"] = "center"
+    image_resample: Literal["bilinear", "bicubic"] = "bilinear"
     # The official evaluation feeds the encoder its own view of the ORIGINAL image (short side to
     # the encoder's input size, 448 for DINOv2 in GLASS, same centre crop) instead of upsampling the
-    # 256-px ground-truth crop (glass-facts "Evaluation"); None = the model sees ``image``.
-    model_resolution: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.resolution is not None:
-            if (isinstance(self.resolution, bool)
-                    or not isinstance(self.resolution, (int, np.integer)) or self.resolution < 1):
-                raise ValueError(f"resolution must be a positive integer or None, got "
-                                 f"{self.resolution!r}")
-            object.__setattr__(self, "resolution", int(self.resolution))   # e.g. from numpy
-        if self.model_resolution is not None:
-            if isinstance(self.model_resolution, bool) or int(self.model_resolution) < 1:
-                raise ValueError(f"model_resolution must be a positive integer or None, got "
-                                 f"{self.model_resolution!r}")
-            object.__setattr__(self, "model_resolution", int(self.model_resolution))
-        check_option("crop", self.crop, CROP_MODES)
-        check_option("image_resample", self.image_resample, tuple(IMAGE_RESAMPLING))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"resolution": self.resolution, "crop": self.crop,
-                "image_resample": self.image_resample, "model_resolution": self.model_resolution}
+    # 256-px ground-truth crop (glass-facts "Evaluation"); None = the model sees ``image``. Set
+    # from the trained model by the evaluate stage, never in a params file.
+    model_resolution: int | None = param(None, min=1, optional=True)
 
     def resized_size(self, height: int, width: int,
                      size: int | None | str = "resolution") -> tuple[int, int]:
@@ -305,9 +292,22 @@ def require(path: str | os.PathLike, what: str, hint: str) -> Path:
     return path
 
 
+class UnreadableSample(InvalidInput):
+    """One image of a dataset cannot be used (its image or mask file cannot be decoded, or they
+    disagree); the evaluation skips it and records ``reason``."""
+
+    def __init__(self, image_id: Any, reason: str):
+        super().__init__(f"image {image_id}: {reason}")
+        self.image_id = image_id
+        self.reason = reason
+
+    def __reduce__(self):
+        return type(self), (self.image_id, self.reason)
+
+
 def check_limit(limit: int | None) -> int | None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"limit must be a non-negative integer or None, got {limit!r}")
+        raise InvalidInput(f"limit must be a non-negative integer or None, got {limit!r}")
     return limit
 
 
@@ -322,10 +322,15 @@ class EvalDataset(ABC):
     name = "dataset"
 
     def __init__(self, *, limit: int | None = None,
-                 preprocess: Preprocess | dict | None = None) -> None:
+                 preprocess: Preprocess | dict | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.limit = check_limit(limit)
         self.preprocess = as_preprocess(preprocess)
+        self.max_image_pixels = max_image_pixels
         self._cached_ids: list | None = None
+        # image id → why it could not be used (readable() records each once, whichever task
+        # read it)
+        self.unreadable: dict[str, str] = {}
 
     @abstractmethod
     def _ids(self) -> list:
@@ -337,7 +342,8 @@ class EvalDataset(ABC):
 
     def conventions(self) -> dict[str, Any]:
         """Every choice that changes the ground truth, for the evaluation's records."""
-        return {"dataset": self.name, "limit": self.limit, **self.preprocess.as_dict()}
+        return {"dataset": self.name, "limit": self.limit, **self.preprocess.as_dict(),
+                "max_image_pixels": self.max_image_pixels}
 
     @property
     def image_ids(self) -> list:
@@ -353,17 +359,61 @@ class EvalDataset(ABC):
         return self.load(self.image_ids[index])
 
     def load(self, image_id) -> EvalSample:
-        """One image's sample, preprocessed."""
-        return self.preprocess(self._read(image_id))
+        """One image's sample, preprocessed; UnreadableSample when its files cannot be used."""
+        try:
+            return self.preprocess(self._read(image_id))
+        except UnreadableImage as error:
+            raise UnreadableSample(image_id, f"{error.path}: {error.reason}") from None
 
     def __iter__(self):
         for image_id in self.image_ids:
             yield self.load(image_id)
 
+    def readable(self, limit: int | None = None):
+        """The samples in order, unreadable images skipped (their reasons kept in ``unreadable``),
+        at most ``limit`` of them (None: all)."""
+        count = 0
+        for image_id in self.image_ids:
+            if limit is not None and count >= limit:
+                return
+            try:
+                sample = self.load(image_id)
+            except UnreadableSample as error:
+                if str(image_id) not in self.unreadable:
+                    log.warning("%s: skipping unreadable image %s", self.name, error)
+                self.unreadable[str(image_id)] = error.reason
+                continue
+            count += 1
+            yield sample
 
-def read_rgb(path: str | os.PathLike, what: str, hint: str) -> np.ndarray:
-    """(H, W, 3) uint8 of an image file: :class:`DatasetNotFound` (with ``hint``) when it is
-    missing, :class:`glass.data.images.UnreadableImage` naming the file when it cannot be used."""
-    path = require(path, what, hint)
-    image, _ = load_rgb_image(path)
+    def probe(self, image_id) -> None:
+        """Read what ``load`` would, for the check before any model is loaded (readers whose
+        samples need a model, Objects365, check less)."""
+        self.load(image_id)
+
+    def first_readable(self) -> Any:
+        """The id of the first usable image, reading no further than it; InvalidInput naming
+        the reasons when no image of the dataset can be used."""
+        reasons: dict[str, str] = {}
+        for image_id in self.image_ids:
+            try:
+                self.probe(image_id)
+                return image_id
+            except UnreadableSample as error:
+                reasons[str(image_id)] = error.reason
+        shown = "; ".join(f"{key}: {reason}" for key, reason in list(reasons.items())[:3])
+        raise InvalidInput(f"none of its {len(reasons)} images can be read ({shown}"
+                           f"{' …' if len(reasons) > 3 else ''})")
+
+    def read_rgb(self, path: str | os.PathLike) -> np.ndarray:
+        """(H, W, 3) uint8 of an image file (``read_rgb`` with this reader's pixel limit)."""
+        return read_rgb(path, max_pixels=self.max_image_pixels)
+
+
+def read_rgb(path: str | os.PathLike,
+             max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """(H, W, 3) uint8 of an image file, or :class:`glass.data.images.UnreadableImage` naming the
+    file and the reason (missing, empty, corrupt, declaring more than ``max_pixels`` pixels)."""
+    image, _ = load_rgb_image(path, max_pixels=max_pixels,
+                              pixel_limit_key="evaluate.max_image_pixels")
     return np.asarray(image, dtype=np.uint8)

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from glass.data.classes import VOC_CLASSES, VOC_TO_COCO
+from glass.data.images import decode_image
 from glass.data.voc import VOC_DOWNLOAD_HINT, read_id_list
+from glass.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from glass.eval.datasets.sample import (
-    EvalDataset, EvalSample, Preprocess, check_option, finish_sample, read_rgb, require,
+    EvalDataset, EvalSample, Preprocess, UnreadableSample, check_option, finish_sample, require,
 )
 
 VOC_VOID = 255
@@ -38,23 +39,21 @@ VOC_EVAL_HINT = (VOC_DOWNLOAD_HINT.split(" The trainaug")[0] + " The evaluation 
                  "SegmentationClass/ (data.voc.eval_list names the id list).")
 
 
-def read_index_png(path: Path, what: str) -> np.ndarray:
-    """The palette indices of a VOC label PNG as (H, W) uint8.
+def read_index_png(path: Path, what: str, image_id: str,
+                   max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """The palette indices of a VOC label PNG as (H, W) uint8; UnreadableSample when missing or
+    corrupt.
 
     An RGB rendering of the same PNG (e.g. re-saved by an image editor) has lost the indices;
     it is refused rather than misread.
     """
-    path = require(path, what, VOC_EVAL_HINT)
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            if opened.mode not in ("P", "L"):
-                raise ValueError(f"{path}: {what} must be a palette (P) or greyscale (L) PNG "
-                                 f"holding label indices, got mode {opened.mode}; re-extract "
-                                 "it from the VOC tar")
-            return np.asarray(opened, dtype=np.uint8).copy()
-    except OSError as error:
-        raise ValueError(f"{path}: cannot decode {what} ({error}); re-extract it") from None
+    image, _ = decode_image(path, max_pixels=max_pixels,
+                            pixel_limit_key="evaluate.max_image_pixels")
+    if image.mode not in ("P", "L"):
+        raise UnreadableSample(image_id, f"{path}: {what} must be a palette (P) or greyscale (L) "
+                                         f"PNG holding label indices, got mode {image.mode}; "
+                                         "re-extract it from the VOC tar")
+    return np.asarray(image, dtype=np.uint8).copy()
 
 
 def majority_class(class_pixels: np.ndarray) -> int | None:
@@ -74,8 +73,9 @@ class VocInstances(EvalDataset):
     def __init__(self, root: str | os.PathLike, *,
                  image_list: str = "ImageSets/Segmentation/val.txt",
                  voc_boundary: str = DEFAULT_VOC_BOUNDARY, limit: int | None = None,
-                 preprocess: Preprocess | dict | None = None) -> None:
-        super().__init__(limit=limit, preprocess=preprocess)
+                 preprocess: Preprocess | dict | None = None,
+                 max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        super().__init__(limit=limit, preprocess=preprocess, max_image_pixels=max_image_pixels)
         self.voc_boundary = check_option("voc_boundary", voc_boundary, VOC_BOUNDARY_MODES)
         self.root = require(Path(root).expanduser(), "VOC 2012 root (data.voc.root)",
                             VOC_EVAL_HINT)
@@ -91,14 +91,17 @@ class VocInstances(EvalDataset):
 
     def _read(self, voc_id: str) -> EvalSample:
         image_path = self.root / "JPEGImages" / f"{voc_id}.jpg"
-        image = read_rgb(image_path, f"VOC image {voc_id}", VOC_EVAL_HINT)
+        image = self.read_rgb(image_path)
         object_path = self.root / "SegmentationObject" / f"{voc_id}.png"
         class_path = self.root / "SegmentationClass" / f"{voc_id}.png"
-        objects = read_index_png(object_path, "VOC SegmentationObject mask")
-        class_map = read_index_png(class_path, "VOC SegmentationClass mask")
+        objects = read_index_png(object_path, "VOC SegmentationObject mask", voc_id,
+                                 self.max_image_pixels)
+        class_map = read_index_png(class_path, "VOC SegmentationClass mask", voc_id,
+                                   self.max_image_pixels)
         if objects.shape != image.shape[:2] or class_map.shape != image.shape[:2]:
-            raise ValueError(f"VOC {voc_id}: image {image.shape[:2]}, {object_path.name} "
-                             f"{objects.shape} and {class_path.name} {class_map.shape} differ")
+            raise UnreadableSample(voc_id, f"image {image.shape[:2]}, {object_path.name} "
+                                           f"{objects.shape} and {class_path.name} "
+                                           f"{class_map.shape} differ")
         void = objects == VOC_VOID
         instances = np.where(void, 0, objects).astype(np.int32)
         classes: dict[int, str] = {}
@@ -107,7 +110,7 @@ class VocInstances(EvalDataset):
                 continue
             index = majority_class(class_map[instances == instance_id])
             if index is None or index > len(VOC_CLASSES):
-                raise ValueError(f"VOC {voc_id}: object {instance_id} of {object_path} has "
+                raise UnreadableSample(voc_id, f"object {instance_id} of {object_path} has "
                                  f"{'no object class' if index is None else f'class {index}'} "
                                  f"in {class_path}; the masks are not VOC 2012's")
             classes[int(instance_id)] = VOC_TO_COCO[VOC_CLASSES[index - 1]]

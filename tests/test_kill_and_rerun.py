@@ -1,0 +1,139 @@
+"""A SIGKILL at any point of a stage, then a rerun, gives the outputs of an uninterrupted run; a
+killed rerun never leaves less than a finished output. Run as DVC runs the stages
+(``python stages/<stage>.py``), on the CPU configuration at a small size. Synthesis and training
+have their own kill tests (test_sharded_run.py, test_trainer.py)."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# fractions of an uninterrupted run's duration at which the run is killed
+KILL_POINTS = (0.35, 0.7)
+
+
+def _tree(folder: Path, root: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (no leftovers of killed runs allowed), with ``root`` written
+    as ROOT so that runs in different folders compare."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes().replace(str(root).encode(), b"ROOT")
+            out[path.relative_to(folder).as_posix()] = data
+    return out
+
+
+def _command(stage: str, params: Path, work: Path, model: Path | None) -> list[str]:
+    out = work / "out"
+    args = {
+        "models": ["--out", f"{out}/models", "--roles", "blip2,stable_diffusion,sam2,dinov2,decoder"],
+        "prepare": ["--out", f"{out}/prepared"],
+        "caption": ["--prepared", f"{out}/prepared", "--out", f"{out}/captions.jsonl",
+                    "--scratch", f"{work}/scratch/caption", "--blip2-model", f"{out}/models/blip2"],
+        "prompts": ["--captions", f"{out}/captions.jsonl", "--out", f"{out}/prompts.jsonl",
+                    "--stats", f"{out}/metrics/prompts.json",
+                    "--class-counts", f"{out}/prompt_class_counts.json"],
+        "evaluate": ["--model", str(model), "--prepared", f"{out}/prepared", "--models",
+                     f"{out}/models", "--out", f"{out}/eval", "--metrics",
+                     f"{out}/metrics/evaluate.json"],
+    }[stage]
+    return [sys.executable, f"stages/{stage}.py", "--params", str(params), *args]
+
+
+def _run(command: list[str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return time.perf_counter() - started
+
+
+def _killed(command: list[str], after_s: float) -> None:
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    time.sleep(after_s)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, random_trained_model):
+    """Params for a small CPU run, and every stage's outputs from uninterrupted runs, in order
+    (each stage's inputs come from the stages before it)."""
+    root = tmp_path_factory.mktemp("kill")
+    params = yaml.safe_load((REPO / "configs/cpu/params.yaml").read_text())
+    params["data"]["toy"].update(train_images=16, val_images=6, image_size=64)
+    params["caption"]["backend"] = "labels"
+    evaluate = params["evaluate"]
+    evaluate["preprocess"]["resolution"] = 64
+    evaluate["generation"].update(images=2, num_inference_steps=2)
+    evaluate["property_prediction"]["enabled"] = False
+    evaluate["composition"]["enabled"] = False
+    params_file = root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    work = root / "reference"
+    durations = {}
+    for stage in ("models", "prepare", "caption", "prompts", "evaluate"):
+        durations[stage] = _run(_command(stage, params_file, work, random_trained_model))
+    return params_file, work, durations, random_trained_model
+
+
+OUTPUTS = {"models": ["models"], "prepare": ["prepared"], "caption": ["captions.jsonl"],
+           "prompts": ["prompts.jsonl", "prompt_class_counts.json", "metrics"],
+           "evaluate": ["eval", "metrics"]}
+INPUTS = {"models": [], "prepare": [], "caption": ["prepared", "models"],
+          "prompts": ["captions.jsonl"], "evaluate": ["prepared", "models"]}
+
+
+def _copy_inputs(stage: str, reference_out: Path, out: Path) -> None:
+    for name in INPUTS[stage]:
+        source = reference_out / name
+        if source.is_dir():
+            shutil.copytree(source, out / name)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, out / name)
+
+
+def _outputs(stage: str, work: Path) -> dict[str, bytes]:
+    out = work / "out"
+    found = {}
+    for name in OUTPUTS[stage]:
+        path = out / name
+        if path.is_dir():
+            found.update({f"{name}/{k}": v for k, v in _tree(path, work).items()})
+        elif path.exists():
+            found[name] = path.read_bytes().replace(str(work).encode(), b"ROOT")
+    if stage == "prompts":   # the metrics folder also holds the evaluate stage's file
+        found = {k: v for k, v in found.items() if not k.startswith("metrics/evaluate")}
+    if stage == "evaluate":
+        found = {k: v for k, v in found.items() if not k.startswith("metrics/prompts")}
+    return found
+
+
+@pytest.mark.parametrize("stage", ["models", "prepare", "caption", "prompts", "evaluate"])
+def test_a_killed_stage_reruns_to_the_outputs_of_an_uninterrupted_run(reference, tmp_path, stage):
+    params, reference_work, durations, model = reference
+    expected = _outputs(stage, reference_work)
+    assert expected, f"{stage} wrote nothing"
+    work = tmp_path / "work"
+    _copy_inputs(stage, reference_work / "out", work / "out")
+    command = _command(stage, params, work, model)
+    for point in KILL_POINTS:
+        _killed(command, durations[stage] * point)
+        _run(command)
+        assert _outputs(stage, work) == expected, f"{stage} killed at {point:.0%}, then rerun"
+    # a rerun killed midway leaves the finished output as it was, never less
+    _killed(command, durations[stage] * KILL_POINTS[-1])
+    assert _outputs(stage, work) == expected, f"{stage}: a killed rerun damaged the output"
+    leftovers = [p for p in (work / "out").rglob(".*") if ".staging-" in p.name
+                 or ".replaced-" in p.name or p.name.endswith(".tmp")]
+    _run(command)
+    assert not [p for p in leftovers if p.exists()], "leftovers of the killed run stay behind"
