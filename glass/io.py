@@ -82,7 +82,7 @@ def repair_text(text: str) -> tuple[str, list[str]]:
     joined = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     fixed = "".join(REPLACEMENT_CHARACTER if "\ud800" <= ch <= "\udfff" else ch for ch in joined)
     count = sum(1 for ch in fixed if ch == REPLACEMENT_CHARACTER) - text.count(REPLACEMENT_CHARACTER)
-    return fixed, [f"{count} lone UTF-16 surrogate(s) replaced by U+FFFD"]
+    return fixed, [f"{count} lone UTF-16 surrogate(s) replaced by U+FFFD"] if count else []
 
 
 def clean_caption(text: str) -> tuple[str, list[str]]:

@@ -138,7 +138,8 @@ class HostileCaption:
     # outcome after the caption and prompts stages: "prompt" (a prompt is made), or the stage
     # and a fragment of the skip reason
     outcome: str
-    expect: str = ""          # for prompts: a fragment the cleaned caption must hold
+    expect: str = ""          # for prompts: the cleaned caption
+    classes: tuple[str, ...] = ("dog", "couch")   # for prompts: the COCO classes found in it
 
 
 HOSTILE_CAPTIONS = [
@@ -149,7 +150,7 @@ HOSTILE_CAPTIONS = [
     HostileCaption("nul", "A dog\x00 on a sofa.", "prompt", "A dog on a sofa."),
     HostileCaption("control", "A \x07dog\x1b[31m on a sofa.", "prompt", "A dog[31m on a sofa."),
     HostileCaption("only_controls", "\x00\x01\x02", "caption: the caption is empty"),
-    HostileCaption("rtl", "כלב על ספה \u202edog", "prompt", "כלב על ספה dog"),
+    HostileCaption("rtl", "כלב על ספה \u202edog", "prompt", "כלב על ספה dog", ("dog",)),
     HostileCaption("zero_width", "A d\u200bog on a so\u200dfa.", "prompt", "A dog on a sofa."),
     HostileCaption("surrogate", "A dog \ud83d on a sofa.", "prompt", "A dog \ufffd on a sofa."),
     HostileCaption("surrogate_pair", "A dog \ud83d\udc36 on a sofa.", "prompt",

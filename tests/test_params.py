@@ -60,7 +60,7 @@ BAD_VALUES = [
     ("synth.stable_diffusion.cross_attention_res", 5,
      "synth.stable_diffusion.cross_attention_res: cross-attention resolution 5x5 does not exist"),
     ("synth.stable_diffusion.low", 0.9, r"synth.stable_diffusion.low: \(0.9\) must be <= high"),
-    ("evaluate.conventions.empty_fg_ari", float("inf"), "empty_fg_ari: must be a finite number"),
+    ("evaluate.conventions.empty_fg_ari", float("inf"), "evaluate.conventions.empty_fg_ari: must be a finite number"),
     ("evaluate.object_discovery", ["toy_val", "coco_val"],
      r"evaluate.object_discovery\[1\]: names dataset 'coco_val', which is not defined"),
     ("evaluate.datasets.toy_val", {"kind": "toyworld"}, "evaluate.datasets.toy_val.kind: must be "

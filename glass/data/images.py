@@ -79,9 +79,9 @@ def _reduce_on_load(opened: Image.Image, max_pixels: int) -> str | None:
     if opened.format != "JPEG":
         return None
     width, height = opened.size
-    factor = math.sqrt(width * height / max_pixels)
-    wanted = (max(1, math.ceil(width / factor)), max(1, math.ceil(height / factor)))
-    opened.draft(opened.mode, wanted)
+    scale = next((s for s in (2, 4, 8) if math.ceil(width / s) * math.ceil(height / s)
+                  <= max_pixels), 8)
+    opened.draft(opened.mode, (max(1, width // scale), max(1, height // scale)))
     if opened.size[0] * opened.size[1] > max_pixels:
         return None
     return (f"decoded reduced to {opened.size[0]}x{opened.size[1]} from {width}x{height} "
