@@ -212,7 +212,10 @@ def test_skipped_corrupt_shards_are_recorded_in_the_metrics_and_the_trained_fold
     metrics = json.loads((base / "live" / "metrics.json").read_text())
     assert metrics["phase1"]["skipped_shards"] == 1 and metrics["phase1"]["skipped_samples"] == 0
     # an intact run records nothing skipped
-    assert "data_skipped" not in json.loads((root / "p1" / "model" / "glass.json").read_text())
+    intact = root / "intact"
+    trainer.train_phase(1, train, 0, refs, root / "shards", intact / "model", intact / "scratch",
+                        intact / "live")
+    assert "data_skipped" not in json.loads((intact / "model" / "glass.json").read_text())
 
 
 def test_damaged_weights_name_the_file_and_the_fix(setup, tmp_path):
@@ -228,7 +231,9 @@ def test_damaged_weights_name_the_file_and_the_fix(setup, tmp_path):
                                            r"models stage \(`dvc repro -f -s models`"):
         FrozenDinov2Encoder(str(encoder), image_size=64)
     trained = tmp_path / "trained"
-    shutil.copytree(root / "p1" / "model", trained)
+    short = TRAIN.replace(phase1=TRAIN.phase1.replace(steps=1))
+    trainer.train_phase(1, short, 0, refs, root / "shards", trained, tmp_path / "scratch",
+                        tmp_path / "live")
     shutil.copytree(refs["encoder"], tmp_path / "dinov2-ok")
     info = json.loads((trained / "glass.json").read_text())
     info["encoder"] = {"source": "local", "path": "../dinov2-ok"}
