@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 start=$(date +%s)
+# every params section at once, so a wrong key fails in seconds, not after the stages before it
+python -m glass.check_params configs/cpu/params.yaml
 dvc repro configs/cpu/dvc.yaml "$@"
 dvc metrics show data/cpu/metrics/prompts.json data/cpu/metrics/synthesis.json \
     data/cpu/train/phase1/live/metrics.json data/cpu/train/phase2/live/metrics.json \
