@@ -285,6 +285,28 @@ def write_clevrtex(root: Path, variant: str = "full", count: int = 10) -> Path:
     return root
 
 
+def test_unreadable_clevrtex_files_are_skipped_with_their_reasons(tmp_path):
+    """A decompression bomb (PIL refuses it with its own error) or a damaged mask is skipped
+    and recorded; the readable images are evaluated."""
+    from hostile_corpus import decompression_bomb_png
+
+    root = write_clevrtex(tmp_path / "clevrtex", count=20)   # test split: images 0 and 1
+    folder = root / "clevrtex_full" / "0"
+    (folder / "CLEVRTEX_full_000000.png").write_bytes(decompression_bomb_png(20000, 20000))
+    reader = ClevrTexInstances(root, preprocess=FULL)
+    assert reader.first_readable() == 1 and not reader.unreadable
+    samples = list(reader.readable())
+    assert [s.key for s in samples] == ["clevrtex-full-000001"]
+    assert "too large to decode safely" in reader.unreadable["0"]
+    (folder / "CLEVRTEX_full_000001_flat.png").write_bytes(b"\x89PNG damaged")
+    with pytest.raises(ValueError, match="none of its 2 images can be read"):
+        ClevrTexInstances(root, preprocess=FULL).first_readable()
+    small = ClevrTexInstances(root, preprocess=FULL, max_image_pixels=100)   # 16 x 12 = 192
+    assert list(small.readable()) == []
+    assert "declares 16x12 = 192 pixels, above evaluate.max_image_pixels = 100" in \
+        small.unreadable["1"]
+
+
 def test_clevrtex_layout_splits_and_classes(tmp_path):
     root = write_clevrtex(tmp_path / "clevrtex")
     test = ClevrTexInstances(root, preprocess=FULL)
