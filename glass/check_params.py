@@ -35,6 +35,7 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     sections: dict[str, Any] = {"seed": read_seed(params)}
     for key, section in SECTIONS.items():
         sections[key] = read_section(params, key, section)
+    sections["evaluate"].check_against(sections["data"])
     return sections
 
 

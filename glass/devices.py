@@ -50,3 +50,15 @@ def resolve_dtype(dtype: str, device: str | torch.device, *, what: str = "model"
         log.info("%s on CPU: using float32 instead of %s", what, dtype)
         return torch.float32
     return torch_dtype
+
+
+def check_gpu_setting(device: str, dtype: str, key: str) -> str | None:
+    """Why ``dtype`` (a half-precision setting meant for a GPU) cannot be honoured with
+    ``device: auto`` on a machine without a GPU, or None. ``device: cpu`` set explicitly is the
+    user's choice and runs in float32; ``auto`` falling back to the CPU would make a GPU
+    configuration run hours on the CPU without saying so."""
+    if device == "auto" and dtype != "float32" and not torch.cuda.is_available():
+        return (f"{key}.dtype is {dtype}, a GPU setting, but this machine has no CUDA GPU "
+                f"({key}.device: auto would fall back to the CPU). Run on a GPU, or set "
+                f"{key}.device: cpu to run on the CPU in float32")
+    return None

@@ -394,3 +394,29 @@ def publish_directory(source: str | os.PathLike, dest: str | os.PathLike, *,
         shutil.rmtree(source, ignore_errors=True)
     remove_leftovers(dest)
     return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved model folders that are the same bytes everywhere
+
+# What transformers and diffusers write into every saved config besides the model itself: the
+# installed library version and the path a model was loaded from. Neither changes the model, but
+# both change its bytes (and so DVC's hashes and dvc.lock) between machines, clones and library
+# versions; loading works without them.
+LIBRARY_FIELDS = ("transformers_version", "_diffusers_version", "_name_or_path")
+
+
+def strip_library_fields(folder: str | os.PathLike) -> list[Path]:
+    """Remove LIBRARY_FIELDS from every JSON config under ``folder``; return the files changed."""
+    changed = []
+    for path in sorted(Path(folder).rglob("*.json")):
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(config, dict) and any(field in config for field in LIBRARY_FIELDS):
+            for field in LIBRARY_FIELDS:
+                config.pop(field, None)
+            write_json(path, config)
+            changed.append(path)
+    return changed

@@ -275,6 +275,10 @@ def _wrong(key: str, tp: Any, value: Any) -> ParamsError:
     if isinstance(value, str) and _looks_numeric(value) and _accepts_number(tp):
         hint = (" (PyYAML reads numbers such as 1e-4 as text; write 1.0e-4, with a dot and a "
                 "signed exponent)")
+    elif isinstance(value, bool) and typing.get_origin(tp) is Literal and any(
+            isinstance(arg, str) for arg in typing.get_args(tp)):
+        hint = ' (YAML reads an unquoted no/yes/off/on as false/true: write "no" in quotes)'
+
     return ParamsError(key, f"must be {describe_type(tp)}, got {describe_value(value)}{hint}")
 
 

@@ -22,6 +22,7 @@ def main() -> None:
     params = load_params(args.params)
     evaluate = read_section(params, "evaluate", EvaluateParams)
     data = read_section(params, "data", DataParams)
+    evaluate.check_against(data)
     config = read_section(params, "config", ConfigParams)
     run_evaluation(evaluate, data, args.model, args.prepared, args.out, args.metrics,
                    models=args.models, config_name=config.name)

@@ -2,17 +2,20 @@
 (glass.synth.run), sharded over Ray workers."""
 
 import argparse
+import os
 
 import glass.synth.backends  # noqa: F401  (declared dependencies: built inside the workers)
 import glass.synth.sam2_masks  # noqa: F401
 import glass.synth.stable_diffusion  # noqa: F401
 import glass.synth.toy_generator  # noqa: F401
+from glass.devices import check_gpu_setting
 from glass.errors import MissingInput
 from glass.model_reference import model_problem, model_reference
 from glass.params import load_params, read_section, read_seed
 from glass.stage_runner import run_stage
 from glass.synth.params import SynthParams
 from glass.synth.run import run_synthesize
+from glass.synth.sharded_run import check_ray_address
 
 
 def main() -> None:
@@ -29,11 +32,18 @@ def main() -> None:
     # reading the section checks it, attention resolutions included, before any model loads
     synth, seed = read_section(params, "synth", SynthParams), read_seed(params)
     models = {role: model_reference(f"{args.models}/{role}") for role in synth.needed_models()}
-    # before Ray starts a worker: every model must be loadable here
+    # before Ray starts a worker: every model must be loadable here, and GPU settings need a
+    # GPU (on an existing cluster, RAY_ADDRESS, the workers' machines decide that)
     problems = [problem for role, reference in models.items()
                 if (problem := model_problem(reference, f"models.{role}"))]
+    if synth.backend == "stable_diffusion" and not os.environ.get("RAY_ADDRESS"):
+        sd = synth.stable_diffusion
+        if problem := check_gpu_setting(sd.device, sd.dtype, "synth.stable_diffusion"):
+            problems.append(problem)
     if problems:
         raise MissingInput("synthesize cannot start:\n  - " + "\n  - ".join(problems))
+    if os.environ.get("RAY_ADDRESS") and synth.num_workers != 0:
+        check_ray_address(os.environ["RAY_ADDRESS"], synth.ray_connect_timeout_s)
     run_synthesize(args.prompts, synth, models, seed, args.out, args.scratch, args.metrics,
                    args.grid)
 

@@ -96,7 +96,7 @@ def test_conventions_change_the_numbers(setup):
 def test_paper_configuration_lists_every_missing_input_before_loading_models(tmp_path, monkeypatch):
     params = load_params(REPO / "params.yaml")
     params["data"]["coco"]["root"] = str(tmp_path / "no-coco")
-    params["data"]["voc"]["root"] = str(tmp_path / "no-voc")
+    params["evaluate"]["datasets"]["voc_val"]["root"] = str(tmp_path / "no-voc")
     params["evaluate"]["datasets"]["clevrtex"]["root"] = str(tmp_path / "no-clevrtex")
     params["evaluate"]["datasets"]["objects365"]["root"] = str(tmp_path / "no-objects365")
 

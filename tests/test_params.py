@@ -56,6 +56,8 @@ BAD_VALUES = [
                                 r"\(PyYAML reads numbers such as 1e-4 as text"),
     ("train.data.batch_size", "16", "train.data.batch_size: must be an integer, got the string"),
     ("train.data.flip", 1, "train.data.flip: must be true or false, got int 1"),
+    ("train.optim.mixed_precision", False, "train.optim.mixed_precision: must be one of .*got the "
+                                           "boolean false .YAML reads an unquoted no"),
     ("seed", "zero", "seed: must be an integer, got the string 'zero'"),
     ("synth.stable_diffusion.cross_attention_res", 5,
      "synth.stable_diffusion.cross_attention_res: cross-attention resolution 5x5 does not exist"),
@@ -68,6 +70,10 @@ BAD_VALUES = [
     ("evaluate.device", "gpu0", "evaluate.device: must be auto, cpu, cuda"),
     ("data.toy.max_objects", 0, "data.toy.max_objects: must be >= 1, got 0"),
     ("caption.backend", "gpt", "caption.backend: must be one of 'blip2', 'labels'"),
+    ("evaluate.datasets.toy_val", {"kind": "coco", "root": None, "split": None, "crowd": "skip",
+                                   "overlap": "later_wins"},
+     "evaluate.datasets.toy_val.root: is null, which means the configuration's own coco dataset, "
+     "but data.dataset is toy"),
     ("train.loss", {"recon": 0.0, "semantic": 0.0, "instance": 0.0},
      "train.loss.recon: every loss weight is 0"),
 ]

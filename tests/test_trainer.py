@@ -32,7 +32,7 @@ TRAIN = typed(TrainParams, {
     "loss": {"recon": 1.0, "semantic": 0.7, "instance": 0.9},
     "data": {"batch_size": 4, "num_workers": 0, "mask_size": 32, "flip": True,
              "feature_cache": False, "on_corrupt": "raise"},
-    "optim": {"mixed_precision": "fp16", "gradient_accumulation_steps": 1, "max_grad_norm": 1.0},
+    "optim": {"mixed_precision": "no", "gradient_accumulation_steps": 1, "max_grad_norm": 1.0},
     "logging": {"log_every": 2, "grid_every": 3, "grid_reconstruction_steps": 2,
                 "checkpoint_every": 2, "checkpoint_limit": 2},
     "phase1": {"steps": 6, "lr": 1e-3},

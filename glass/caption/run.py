@@ -27,6 +27,7 @@ from glass.caption.labels import caption_from_labels
 from glass.caption.params import Blip2Params, CaptionParams
 from glass.caption.template import TemplateDistribution, sample_template_caption
 from glass.data.images import UnreadableImage, load_rgb_image
+from glass.devices import check_gpu_setting
 from glass.errors import InvalidInput
 from glass.io import (ResumableJsonl, clean_caption, dumps_canonical, file_sha256, read_jsonl,
                       write_jsonl)
@@ -145,8 +146,12 @@ def run_captioning(index_path: str | Path, stats_path: str | Path, params: Capti
     ``blip2_model`` is what ``from_pretrained`` loads (hub id or folder), needed for ``blip2``.
     """
     backend = params.backend
-    if backend == "blip2" and not blip2_model:
-        raise InvalidInput("caption.backend is blip2 but no BLIP-2 model was given")
+    if backend == "blip2":
+        if not blip2_model:
+            raise InvalidInput("caption.backend is blip2 but no BLIP-2 model was given")
+        problem = check_gpu_setting(params.blip2.device, params.blip2.dtype, "caption.blip2")
+        if problem:
+            raise InvalidInput(problem)
     index_path = Path(index_path)
     index = read_jsonl(index_path)
 

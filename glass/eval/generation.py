@@ -40,7 +40,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from glass.errors import InvalidInput
+from glass.errors import InvalidInput, MissingInput
 from glass.eval.frechet import FeatureStatistics, pooled_encoder_features
 
 __all__ = ["GenerationMetrics", "RequiredWeights", "lpips_weights", "fid_weights",
@@ -70,10 +70,20 @@ class RequiredWeights:
     def present(self) -> bool:
         return self.path.is_file()
 
+    @property
+    def shown_path(self) -> str:
+        """The path as recorded in outputs that git tracks (conventions.json, report.md): the
+        torch cache written as $TORCH_HOME, so that no machine's home folder is recorded."""
+        hub = Path(torch.hub.get_dir())
+        try:
+            return "$TORCH_HOME/hub/" + self.path.relative_to(hub).as_posix()
+        except ValueError:
+            return str(self.path)
+
     def how_to_get(self) -> str:
         return (f"on a machine with internet run `python -m glass.eval.generation download` (or "
-                f"download {self.url}) and copy the file to {self.path} (set TORCH_HOME to use "
-                "another torch cache)")
+                f"download {self.url}) and copy the file to {self.shown_path} here ($TORCH_HOME "
+                "defaults to ~/.cache/torch)")
 
 
 def _hub_checkpoint(url: str) -> Path:
@@ -117,12 +127,12 @@ def _load_metric(weights: RequiredWeights, build: Callable[[], torch.nn.Module],
     """(metric, None) or (None, reason). No network access unless ``allow_download`` and the
     file is missing; ``no_download`` says why downloading is not an option."""
     if not weights.present and not allow_download:
-        return None, (f"{weights.description} not found at {weights.path} and {no_download}; "
-                      f"{weights.how_to_get()}")
+        return None, (f"{weights.description} not found at {weights.shown_path} and "
+                      f"{no_download}; {weights.how_to_get()}")
     try:
         return build(), None
     except _LOAD_ERRORS as error:
-        where = ("could not be loaded from " + str(weights.path) if weights.present
+        where = ("could not be loaded from " + weights.shown_path if weights.present
                  else f"could not be downloaded from {weights.url}")
         return None, (f"{weights.description} {where} ({type(error).__name__}: {error}); "
                       f"{weights.how_to_get()}")
@@ -267,8 +277,17 @@ def download_weights(lpips_nets: tuple[str, ...] = ("alex",), fid: bool = True) 
     needed = [lpips_weights(net) for net in lpips_nets] + ([fid_weights()] if fid else [])
     for weights in needed:
         if not weights.present:
-            # check_hash: both file names carry a SHA-256 prefix, which torch.hub verifies.
-            torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", check_hash=True)
+            try:
+                # check_hash: both file names carry a SHA-256 prefix, which torch.hub verifies
+                torch.hub.load_state_dict_from_url(weights.url, map_location="cpu",
+                                                   check_hash=True)
+            except (OSError, RuntimeError) as error:   # URLError is an OSError
+                raise MissingInput(
+                    f"cannot download {weights.description} from {weights.url} "
+                    f"({type(error).__name__}: {error}). This machine seems to have no "
+                    "internet: run `python -m glass.eval.generation download` on one that does "
+                    f"and copy {', '.join(w.path.name for w in needed)} into "
+                    f"{Path(torch.hub.get_dir()) / 'checkpoints'} here") from None
     return [weights.path for weights in needed]
 
 
@@ -291,4 +310,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from glass.stage_runner import run_stage
+
+    run_stage("glass.eval.generation", main)

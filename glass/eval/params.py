@@ -55,13 +55,22 @@ class DatasetSpec(Params):
         if self.kind != self.KIND:
             raise self.invalid("kind", f"must be {self.KIND!r} for {type(self).__name__}")
 
-    def reader_params(self, data: DataParams, prepared: Path) -> dict[str, Any]:
-        """Keyword arguments of the reader (``glass.eval.datasets.load_eval_dataset``); a null
-        ``root`` (split, list) means the one the ``data`` section names."""
+    def reader_params(self, data: DataParams, prepared: Path, name: str = "") -> dict[str, Any]:
+        """Keyword arguments of the reader (``glass.eval.datasets.load_eval_dataset``)."""
         values = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)
                   if spec.name != "kind"}
         return {key: value for key, value in values.items() if value is not None
                 or key in self.NULL_ALLOWED}
+
+    def own_dataset(self, data: DataParams, name: str) -> None:
+        """A null root (split, list) means the configuration's own dataset, ``data.<kind>``:
+        only when ``data.dataset`` is this kind (the evaluate stage declares only that section
+        as a DVC dependency, so another section's paths must be given here)."""
+        if data.dataset != self.KIND:
+            raise ParamsError(f"evaluate.datasets.{name}.root",
+                              f"is null, which means the configuration's own {self.KIND} "
+                              f"dataset, but data.dataset is {data.dataset}: give the root "
+                              "(and split or list) explicitly")
 
     NULL_ALLOWED: ClassVar[tuple[str, ...]] = ()
 
@@ -79,8 +88,10 @@ class CocoSpec(DatasetSpec):
     annotation_file: str | None = param(None, optional=True)
     limit: int | None = param(None, min=0, optional=True)
 
-    def reader_params(self, data: DataParams, prepared: Path) -> dict[str, Any]:
+    def reader_params(self, data: DataParams, prepared: Path, name: str = "") -> dict[str, Any]:
         params = super().reader_params(data, prepared)
+        if self.root is None or self.split is None:
+            self.own_dataset(data, name)
         params.setdefault("root", data.coco.root)
         params.setdefault("split", data.coco.eval_split)
         return params
@@ -97,8 +108,10 @@ class ToySpec(DatasetSpec):
     overlap: OverlapMode = param("later_wins", optional=True)
     limit: int | None = param(None, min=0, optional=True)
 
-    def reader_params(self, data: DataParams, prepared: Path) -> dict[str, Any]:
+    def reader_params(self, data: DataParams, prepared: Path, name: str = "") -> dict[str, Any]:
         params = super().reader_params(data, prepared)
+        if self.root is None:
+            self.own_dataset(data, name)
         params.setdefault("root", str(prepared / "toy"))
         return params
 
@@ -113,8 +126,10 @@ class VocSpec(DatasetSpec):
     voc_boundary: Literal["ignore", "background"] = "ignore"
     limit: int | None = param(None, min=0, optional=True)
 
-    def reader_params(self, data: DataParams, prepared: Path) -> dict[str, Any]:
+    def reader_params(self, data: DataParams, prepared: Path, name: str = "") -> dict[str, Any]:
         params = super().reader_params(data, prepared)
+        if self.root is None or self.image_list is None:
+            self.own_dataset(data, name)
         params.setdefault("root", data.voc.root)
         params.setdefault("image_list", data.voc.eval_list)
         return params
@@ -199,7 +214,9 @@ class CompositionParams(Params):
 
 def _paper_datasets() -> dict[str, DatasetSpec]:
     return {"coco_val": CocoSpec(), "coco_train": CocoSpec(split="train2017"),
-            "voc_val": VocSpec(), "clevrtex": ClevrTexSpec(), "objects365": Objects365Spec()}
+            "voc_val": VocSpec(root="/datasets/VOCdevkit/VOC2012",
+                               image_list="ImageSets/Segmentation/val.txt"),
+            "clevrtex": ClevrTexSpec(), "objects365": Objects365Spec()}
 
 
 @dataclass(frozen=True)
@@ -244,3 +261,12 @@ class EvaluateParams(Params):
 
     def used_datasets(self) -> set[str]:
         return {name for _, name in self.dataset_references()}
+
+    def check_against(self, data: DataParams) -> None:
+        """Cross-section check: a dataset with a null root (split, list) must be the
+        configuration's own (``data.dataset``); ParamsError naming the key otherwise."""
+        for name in sorted(self.used_datasets()):
+            spec = self.datasets[name]
+            inherits = any(getattr(spec, key, "") is None for key in ("root", "split", "image_list"))
+            if inherits and spec.kind in ("coco", "voc", "toy"):
+                spec.own_dataset(data, name)

@@ -58,7 +58,7 @@ def open_datasets(evaluate: EvaluateParams, data: DataParams, prepared: Path,
     preprocess = evaluate.preprocess.replace(model_resolution=model_resolution)
     for name in sorted(names):
         spec = evaluate.datasets[name]
-        params = spec.reader_params(data, prepared)
+        params = spec.reader_params(data, prepared, name)
         if spec.kind == "objects365" and params.get("sam2_model") is None:
             if models is None:
                 raise InvalidInput(f"evaluate.datasets.{name}.sam2_model is not set and no "

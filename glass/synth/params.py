@@ -122,6 +122,7 @@ class SynthParams(Params):
     shard_size: int = param(1000, min=1)              # samples per WebDataset shard
     batch_size: int = param(8, min=1)                 # speed only
     num_workers: int | None = param(None, min=0)      # speed only; null = one per GPU
+    ray_connect_timeout_s: float = param(60.0, gt=0.0)  # RAY_ADDRESS must answer within this
     jpeg_quality: int = param(95, min=1, max=100)
     store_attention: bool = False
     stable_diffusion: StableDiffusionParams = nested(StableDiffusionParams)

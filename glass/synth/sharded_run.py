@@ -16,6 +16,9 @@ import importlib
 import logging
 import os
 import re
+import signal
+import socket
+import subprocess
 import sys
 import time
 from collections import deque
@@ -295,6 +298,52 @@ def _last_line(error: BaseException) -> str:
     # A remote error's text ends with the original "ValueError: ..." after its traceback.
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(error).__name__
+
+
+def check_ray_address(address: str, timeout_s: float) -> None:
+    """Fail within ``timeout_s`` with StageFailed naming ``address`` (``RAY_ADDRESS``) when no
+    Ray cluster answers there. Ray's own ``ray.init`` retries an unreachable address forever,
+    printing warnings only; so first a TCP connection to its port is tried until the deadline,
+    then ``ray.init`` itself in a child process that is killed (with anything it started) at
+    the deadline."""
+    if address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1]
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise InvalidInput(f"RAY_ADDRESS={address!r} is not host:port (or ray://host:port, auto)")
+    deadline = time.monotonic() + timeout_s
+    error: OSError | None = None
+    while True:
+        try:
+            with socket.create_connection((host, int(port)),
+                                          timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+                break
+        except OSError as caught:
+            error = caught
+        if time.monotonic() >= deadline:
+            raise StageFailed(f"no Ray cluster answers at RAY_ADDRESS={address} within "
+                              f"{timeout_s:g} s ({error}). Start it (`ray start --head "
+                              f"--port={port}` on {host}), fix the address, or unset RAY_ADDRESS "
+                              "to use a local Ray on this machine; synth.ray_connect_timeout_s "
+                              "sets the wait")
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    probe = subprocess.Popen(
+        [sys.executable, "-c", "import ray, sys; ray.init(address=sys.argv[1], "
+         "logging_level='ERROR'); ray.shutdown()", address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = probe.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(probe.pid, signal.SIGKILL)   # the probe and whatever it started
+        probe.wait()
+        raise StageFailed(f"RAY_ADDRESS={address} accepts connections but no Ray cluster "
+                          f"answered there within {timeout_s:g} s; check that it is the head "
+                          "node's GCS port (ray status on that machine)") from None
+    if probe.returncode != 0:
+        last = [line for line in stderr.splitlines() if line.strip()][-1:] or ["no output"]
+        raise StageFailed(f"cannot connect to the Ray cluster at RAY_ADDRESS={address}: "
+                          f"{last[0].strip()}")
 
 
 def connect_ray(num_workers: int | None) -> bool:

@@ -24,6 +24,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from glass.io import strip_library_fields
 from glass.tiny.cli import run_builder_cli
 
 IMAGE_SIZE = 32
@@ -110,6 +111,7 @@ def build_tiny_blip2(out_dir: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     processor.save_pretrained(out_dir)
     write_readme(out_dir, config, seed)
+    strip_library_fields(out_dir)   # the same bytes whatever the library versions
     return out_dir
 
 

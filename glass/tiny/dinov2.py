@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
+from glass.io import strip_library_fields
 from glass.tiny.cli import run_builder_cli
 
 IMAGE_SIZE = 128
@@ -45,6 +46,7 @@ def build_tiny_dinov2(out_dir: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir, safe_serialization=True)
     tiny_image_processor().save_pretrained(out_dir)
     write_readme(out_dir, seed)
+    strip_library_fields(out_dir)   # the same bytes whatever the library versions
     return out_dir
 
 

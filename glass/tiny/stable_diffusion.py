@@ -30,6 +30,7 @@ from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from glass.data.classes import COCO_CLASSES
+from glass.io import strip_library_fields
 from glass.tiny.blip2 import CAPTION_CORPUS
 from glass.tiny.cli import run_builder_cli
 
@@ -79,6 +80,7 @@ def build_tiny_stable_diffusion(out_dir: str | Path, seed: int = 0) -> Path:
     )
     pipeline.save_pretrained(out_dir, safe_serialization=True)
     write_readme(out_dir, seed, len(tokenizer))
+    strip_library_fields(out_dir)   # the same bytes whatever the library versions
     return out_dir
 
 

@@ -14,8 +14,8 @@ sample keys with the last good checkpoint intact; out-of-memory errors name the 
 from __future__ import annotations
 
 import csv
-import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm import tqdm
 
-from glass.errors import StageFailed
-from glass.io import publish_directory, staging_directory, write_json
+from glass.errors import InvalidInput, StageFailed
+from glass.io import publish_directory, staging_directory, strip_library_fields, write_json
 from glass.model_reference import load_pretrained, portable_reference
 from glass.model.diffusion_decoder import DiffusionDecoder
 from glass.model.encoder import FrozenDinov2Encoder
@@ -156,6 +156,10 @@ def grid_reconstructions(model: GlassModel, output: GlassOutput, rows: int, step
                                      generator=generator)
 
 
+def format_terms(terms: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in terms.items())
+
+
 def out_of_memory_advice(error: BaseException) -> str:
     return (f"out of memory ({error}). Lower train.data.batch_size and raise "
             "train.optim.gradient_accumulation_steps to keep the effective batch, use "
@@ -172,17 +176,6 @@ def check_finite(terms: dict[str, torch.Tensor], step: int, keys: list[str]) -> 
                             "these samples")
 
 
-def drop_load_path(config_path: Path) -> None:
-    """diffusers records where a model was loaded from (``_name_or_path``, an absolute path)
-    in the config it saves; without it the outputs are the same bytes in every clone, so DVC
-    hashes (and dvc.lock) do not depend on where the repository lives."""
-    if not config_path.is_file():
-        return
-    config = json.loads(config_path.read_text())
-    if config.pop("_name_or_path", None) is not None:
-        write_json(config_path, config)
-
-
 def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dict[str, str],
                          encoder_image_size: int, decoder_image_size: int,
                          data_skipped: dict | None = None) -> None:
@@ -196,8 +189,9 @@ def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dic
         model.mlp_decoder.save_pretrained(staged / "mlp_decoder")
         if phase == 2:
             model.decoder.unet.save_pretrained(staged / "unet")
-        for module in ("slot_attention", "mlp_decoder", "unet"):
-            drop_load_path(staged / module / "config.json")
+        # without version fields and load paths, the saved modules are the same bytes in every
+        # clone and environment (DVC hashes and dvc.lock do not depend on them)
+        strip_library_fields(staged)
         info = {"phase": phase, "encoder": portable_reference(refs["encoder"], out_dir),
                 "stable_diffusion": portable_reference(refs["stable_diffusion"], out_dir),
                 "unet": "unet" if phase == 2 else None,
@@ -243,6 +237,11 @@ def train_phase(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
     from dvclive import Live  # imported here: it pulls in DVC's repo machinery
 
     optim, data, logging_params = train.optim, train.data, train.logging
+    if optim.mixed_precision != "no" and not torch.cuda.is_available():
+        # accelerate would silently train in float32 on the CPU: a GPU configuration, hours long
+        raise InvalidInput(f"train.optim.mixed_precision is {optim.mixed_precision}, which needs a "
+                           "CUDA GPU, and this machine has none. Run on a GPU, or set "
+                           "train.optim.mixed_precision: no to train in float32 on the CPU")
     total_steps = train.steps(phase)
     scratch_dir, out_dir, live_dir = Path(scratch_dir), Path(out_dir), Path(live_dir)
     accelerator = Accelerator(mixed_precision=optim.mixed_precision if torch.cuda.is_available()
@@ -284,9 +283,13 @@ def train_phase(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
 
     live = Live(dir=str(live_dir), resume=resumed is not None, save_dvc_exp=False,
                 dvcyaml=False, report=None)
+    if accelerator.is_main_process:
+        log.info("phase %d: live loss curves and grids in %s (while it runs: `dvc plots show "
+                 "%s -x step`)", phase, live_dir, live_dir / "plots" / "metrics")
     progress = tqdm(total=total_steps, initial=state.step, desc=f"train phase {phase}",
                     disable=not accelerator.is_main_process)
     last_terms: dict[str, float] = {}
+    started, started_step = time.perf_counter(), state.step
     model.train()
     try:
         while state.step < total_steps:
@@ -318,13 +321,19 @@ def train_phase(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
             state.step += 1
             state.data = stream.state_dict()
             state.skipped_samples = sorted(set(state.skipped_samples) | set(stream.skipped_samples()))
-            progress.update(1)
             last_terms = {name: float(value) for name, value in output.terms.items()}
+            progress.set_postfix({name: f"{value:.4f}" for name, value in last_terms.items()},
+                                 refresh=False)
+            progress.update(1)
             if state.step % logging_params.log_every == 0 or state.step == total_steps:
                 live.step = state.step  # DVCLive's x axis is the optimisation step
                 for name, value in last_terms.items():
                     live.log_metric(f"phase{phase}/{name}", value)
                 live.next_step()
+                if accelerator.is_main_process:
+                    rate = (state.step - started_step) / max(time.perf_counter() - started, 1e-9)
+                    log.info("phase %d step %d/%d: %s (%.2f steps/s)", phase, state.step,
+                             total_steps, format_terms(last_terms), rate)
             if accelerator.is_main_process and (state.step % logging_params.grid_every == 0
                                                 or state.step == total_steps):
                 reconstructions = grid_reconstructions(
@@ -358,6 +367,11 @@ def train_phase(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
         save_trained_modules(accelerator.unwrap_model(model), out_dir, phase, refs,
                              train.model.encoder_image_size, train.model.decoder_image_size,
                              data_skipped=skipped)
+        elapsed = time.perf_counter() - started
+        log.info("phase %d done: %d steps (%d in this run, %.0f s), last losses %s; skipped %d "
+                 "shard(s) and %d sample(s); modules in %s", phase, state.step,
+                 state.step - started_step, elapsed, format_terms(last_terms) or "-",
+                 len(skipped["shards"]), len(skipped["samples"]), out_dir)
     if not last_terms:
         # already complete at the last checkpoint: report the checkpoint's own values
         last_terms = {"step": float(state.step)}
