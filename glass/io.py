@@ -420,3 +420,14 @@ def strip_library_fields(folder: str | os.PathLike) -> list[Path]:
             write_json(path, config)
             changed.append(path)
     return changed
+
+
+def folder_digest(folder: str | os.PathLike) -> str:
+    """sha256 over every file under ``folder`` (relative path and content), in path order: what
+    identifies a folder's content, e.g. a trained model a run must not mix with another."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

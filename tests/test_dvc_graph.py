@@ -1,5 +1,6 @@
 """The DVC graph declares exactly what each stage runs and reads."""
 
+import re
 import sys
 from pathlib import Path
 
@@ -43,6 +44,8 @@ def test_declared_params_exist_in_both_configurations(params_file):
             ((file_template, keys),) = entry.items()
             assert file_template == "${config.params_file}"
             for key in keys:
+                # templated keys (data.${data.dataset}) resolve from the params file itself
+                key = re.sub(r"\$\{([^}]+)\}", lambda m: str(_get(params, m.group(1))), key)
                 _get(params, key)  # KeyError names the missing key
 
 

@@ -121,8 +121,13 @@ def test_hostile_captions_become_prompts_or_skips_with_their_reasons(corpus):
 def test_evaluation_skips_unreadable_images_with_reasons_and_counts_them(corpus,
                                                                          random_trained_model):
     tmp, out, params, cases, _ = corpus
-    _stage("evaluate", "--params", str(params), "--model", str(random_trained_model),
+    _stage("predict", "--params", str(params), "--model", str(random_trained_model),
            "--prepared", str(out / "prepared"), "--models", str(out / "models"),
+           "--out", str(out / "eval" / "predictions"), "--scratch", str(tmp / "scratch" / "p"),
+           "--metrics", str(out / "metrics" / "generation.json"),
+           "--images", str(out / "eval" / "images" / "generation"))
+    _stage("evaluate", "--params", str(params), "--predictions", str(out / "eval" / "predictions"),
+           "--generation", str(out / "metrics" / "generation.json"),
            "--out", str(out / "eval"), "--metrics", str(out / "metrics" / "evaluate.json"))
     expected = {str(index): case for index, case in enumerate(cases, start=1)
                 if case.evaluate_skip is not None}

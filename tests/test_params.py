@@ -62,7 +62,10 @@ BAD_VALUES = [
     ("synth.stable_diffusion.cross_attention_res", 5,
      "synth.stable_diffusion.cross_attention_res: cross-attention resolution 5x5 does not exist"),
     ("synth.stable_diffusion.low", 0.9, r"synth.stable_diffusion.low: \(0.9\) must be <= high"),
-    ("evaluate.conventions.empty_fg_ari", float("inf"), "evaluate.conventions.empty_fg_ari: must be a finite number"),
+    ("evaluate.metrics.conventions.empty_fg_ari", float("inf"),
+     "evaluate.metrics.conventions.empty_fg_ari: must be a finite number"),
+    ("evaluate.metrics.ground_truth.toy_val", {"voc_boundary": "ignore"},
+     "evaluate.metrics.ground_truth.toy_val.voc_boundary: does not apply to a toy dataset"),
     ("evaluate.object_discovery", ["toy_val", "coco_val"],
      r"evaluate.object_discovery\[1\]: names dataset 'coco_val', which is not defined"),
     ("evaluate.datasets.toy_val", {"kind": "toyworld"}, "evaluate.datasets.toy_val.kind: must be "
@@ -70,8 +73,7 @@ BAD_VALUES = [
     ("evaluate.device", "gpu0", "evaluate.device: must be auto, cpu, cuda"),
     ("data.toy.max_objects", 0, "data.toy.max_objects: must be >= 1, got 0"),
     ("caption.backend", "gpt", "caption.backend: must be one of 'blip2', 'labels'"),
-    ("evaluate.datasets.toy_val", {"kind": "coco", "root": None, "split": None, "crowd": "skip",
-                                   "overlap": "later_wins"},
+    ("evaluate.datasets.toy_val", {"kind": "coco", "root": None, "split": None},
      "evaluate.datasets.toy_val.root: is null, which means the configuration's own coco dataset, "
      "but data.dataset is toy"),
     ("train.loss", {"recon": 0.0, "semantic": 0.0, "instance": 0.0},
@@ -101,7 +103,7 @@ def test_a_misspelt_key_is_refused_with_the_closest_known_one(tmp_path):
 
 
 @pytest.mark.parametrize("key", ["seed", "train.optim.max_grad_norm", "synth.shard_size",
-                                 "evaluate.conventions", "caption.blip2.batch_size"])
+                                 "evaluate.metrics.conventions", "caption.blip2.batch_size"])
 def test_a_missing_key_fails_naming_it(tmp_path, key):
     with pytest.raises(ParamsError, match=f"params key {key}: is missing"):
         read_params_file(_with(CPU, key, None, tmp_path, delete=True))
@@ -144,11 +146,11 @@ def test_the_check_command_reads_every_section(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "glass.check_params", "params.yaml", str(CPU)],
                         cwd=REPO, capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.count("every section is valid") == 2
-    bad = _with(CPU, "evaluate.conventions.mask_source", "decoder", tmp_path)
+    bad = _with(CPU, "evaluate.metrics.conventions.mask_source", "decoder", tmp_path)
     failed = subprocess.run([sys.executable, "-m", "glass.check_params", str(bad)], cwd=REPO,
                             capture_output=True, text=True)
     assert failed.returncode == 2
-    assert "evaluate.conventions.mask_source: must be one of" in failed.stderr
+    assert "evaluate.metrics.conventions.mask_source: must be one of" in failed.stderr
 
 
 # --- the machinery ---------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def cpu_repo(tmp_path_factory):
     _set_param(workdir, "evaluate.generation.num_inference_steps", 2)
     _set_param(workdir, "evaluate.composition.images", 2)
     _set_param(workdir, "evaluate.composition.num_inference_steps", 2)
-    _set_param(workdir, "evaluate.property_prediction.max_epochs", 3)
+    _set_param(workdir, "evaluate.metrics.probes.max_epochs", 3)
     first = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     return workdir, first
 
@@ -92,7 +92,7 @@ def cpu_repo(tmp_path_factory):
 def test_cpu_graph_runs_through_evaluation(cpu_repo):
     workdir, first = cpu_repo
     assert _ran(first.stdout) == {"models", "prepare", "caption", "prompts", "synthesize",
-                                  "train_phase1", "train_phase2", "evaluate"}
+                                  "train_phase1", "train_phase2", "predict", "evaluate"}
     out = workdir / "data/cpu"
     assert len(read_jsonl(out / "prepared/index_caption.jsonl")) == 24
     assert len(read_jsonl(out / "prepared/index_eval.jsonl")) == 8
@@ -112,6 +112,7 @@ def test_cpu_graph_runs_through_evaluation(cpu_repo):
     metrics = _dvc(workdir, "metrics", "show").stdout
     assert "data/cpu/metrics/prompts.json" in metrics and "data/cpu/metrics/synthesis.json" in metrics
     assert "data/cpu/metrics/evaluate.json" in metrics
+    assert "data/cpu/metrics/generation.json" in metrics
     assert "object_discovery.toy_val.miou_i" in metrics, metrics
     assert (out / "eval/report.md").exists() and (out / "eval/curves/toy_val.csv").exists()
 
@@ -122,11 +123,11 @@ def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_re
     assert _ran(again.stdout) == set(), again.stdout
     _set_param(workdir, "train.phase2.steps", 3)
     assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == {"train_phase2",
-                                                                           "evaluate"}
+                                                                           "predict", "evaluate"}
     # a convention is a param of evaluate alone; `dvc metrics diff` (which lists changed
     # metrics only) against the committed run shows what it changed
     _commit_all(workdir, "experiment baseline")
-    _set_param(workdir, "evaluate.conventions.include_background", False)
+    _set_param(workdir, "evaluate.metrics.conventions.include_background", False)
     assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == {"evaluate"}
     diff = _dvc(workdir, "metrics", "diff").stdout
     assert "object_discovery.toy_val.miou_i" in diff, diff
@@ -134,7 +135,7 @@ def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_re
     _set_param(workdir, "caption.backend", "template")
     changed = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
     assert _ran(changed.stdout) == {"caption", "prompts", "synthesize", "train_phase1",
-                                    "train_phase2", "evaluate"}, changed.stdout
+                                    "train_phase2", "predict", "evaluate"}, changed.stdout
     captions = read_jsonl(workdir / "data/cpu/captions.jsonl")
     assert all(r["caption"].startswith("A high-quality image of ") for r in captions)
     assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == set()

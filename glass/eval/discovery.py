@@ -24,7 +24,7 @@ from tqdm import tqdm
 from glass.eval.datasets import EvalSample
 from glass.eval.object_discovery import mean_metrics, object_discovery, semantic_discovery
 from glass.eval.slot_binding import slot_binding, slot_binding_shares
-from glass.eval.trained_model import TrainedGlass
+from glass.errors import InvalidInput
 from glass.params import Params, param
 
 CURVE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -32,7 +32,7 @@ CURVE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
 
 @dataclass(frozen=True)
 class DiscoveryConventions(Params):
-    """``evaluate.conventions``: metric conventions (defaults = the official GLASS evaluation,
+    """``evaluate.metrics.conventions``: metric conventions (defaults = the official GLASS evaluation,
     glass-facts.md). Checked when read, so a wrong setting fails before any model is loaded."""
 
     include_background: bool = True      # background is a region in mIoU / mBO
@@ -98,21 +98,22 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, float | int]:
     }
 
 
-def evaluate_object_discovery(model: TrainedGlass, samples: Iterable[EvalSample],
+def evaluate_object_discovery(pairs: Iterable[tuple[EvalSample, np.ndarray]],
                               conventions: DiscoveryConventions, *, description: str = "",
                               grid_rows: int = 6, total: int | None = None
                               ) -> tuple[dict[str, Any], list[dict[str, float]],
                                          list[list[np.ndarray]]]:
-    """(summary metrics, best-overlap curve, grid rows: image, ground truth, slot masks)."""
+    """(summary metrics, best-overlap curve, grid rows: image, ground truth, slot masks) of
+    (sample, predicted slot-index map at the sample's size) pairs."""
     records, rows = [], []
-    for sample in tqdm(samples, desc=f"object discovery {description}".strip(), total=total):
-        # masks from the model's view, upsampled to the ground truth (official GLASS evaluation)
-        pred = model.predict_masks(image_tensor(sample), [sample.key],
-                                   source=conventions.mask_source, size=sample.size)[0]
+    for sample, pred in tqdm(pairs, desc=f"object discovery {description}".strip(), total=total):
+        if pred.shape != sample.size:
+            raise InvalidInput(f"{sample.key}: the prediction is {pred.shape}, the ground truth "
+                               f"{sample.size}; rerun the predict stage")
         records.append(evaluate_image(pred, sample, conventions))
         if len(rows) < grid_rows:
             truth = np.where(sample.ignore, 255, sample.instances).astype(np.int64)
             rows.append([sample.image, truth, pred + 1])
     if not records:
-        raise ValueError(f"object discovery {description}: the dataset yielded no images")
+        raise InvalidInput(f"object discovery {description}: the dataset yielded no images")
     return summarise(records), best_overlap_curve(records), rows

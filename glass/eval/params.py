@@ -1,9 +1,16 @@
 """The ``evaluate`` params section (defaults: the paper configuration, ``params.yaml``; the metric
-conventions default to the official GLASS evaluation, docs/paper-facts.md "Evaluation").
+conventions default to the official GLASS evaluation, glass-facts.md "Evaluation").
 
-``evaluate.datasets`` maps a name to a reader spec chosen by its ``kind`` (coco, toy, voc,
-clevrtex, objects365); ``object_discovery``, ``generation``, ``property_prediction`` and
-``composition`` refer to those names, and every reference is checked when the section is read.
+Two stages read it. ``predict`` runs the trained model over the evaluation images (the expensive
+part) and reads everything but ``evaluate.metrics``; ``evaluate`` measures the stored predictions
+against the ground truth and reads ``evaluate.metrics`` alone, so that a metric convention
+(``include_background``, ``empty_fg_ari``, the mask source, COCO crowd and overlap handling, VOC
+boundaries) reruns in seconds.
+
+``evaluate.datasets`` maps a name to where a dataset's images are (a reader spec chosen by its
+``kind``: coco, toy, voc, clevrtex, objects365); ``object_discovery``, ``generation``,
+``property_prediction``, ``composition`` and ``metrics.ground_truth`` refer to those names, and
+every reference is checked when the section is read.
 """
 
 from __future__ import annotations
@@ -82,8 +89,6 @@ class CocoSpec(DatasetSpec):
     kind: str = "coco"
     root: str | None = None                  # null: data.coco.root
     split: str | None = None                 # null: data.coco.eval_split
-    crowd: CrowdMode = "skip"
-    overlap: OverlapMode = "later_wins"
     images_dir: str | None = param(None, optional=True)
     annotation_file: str | None = param(None, optional=True)
     limit: int | None = param(None, min=0, optional=True)
@@ -104,8 +109,6 @@ class ToySpec(DatasetSpec):
     kind: str = "toy"
     root: str | None = None                  # null: the prepare stage's toy world
     split: str = "val"
-    crowd: CrowdMode = param("skip", optional=True)
-    overlap: OverlapMode = param("later_wins", optional=True)
     limit: int | None = param(None, min=0, optional=True)
 
     def reader_params(self, data: DataParams, prepared: Path, name: str = "") -> dict[str, Any]:
@@ -123,7 +126,6 @@ class VocSpec(DatasetSpec):
     kind: str = "voc"
     root: str | None = None                  # null: data.voc.root
     image_list: str | None = None            # null: data.voc.eval_list
-    voc_boundary: Literal["ignore", "background"] = "ignore"
     limit: int | None = param(None, min=0, optional=True)
 
     def reader_params(self, data: DataParams, prepared: Path, name: str = "") -> dict[str, Any]:
@@ -158,9 +160,6 @@ class Objects365Spec(DatasetSpec):
     sam2_model: str | None = param(None, optional=True)   # null: the models stage's sam2
     annotation_file: str | None = param(None, optional=True)
     images_dir: str | None = param(None, optional=True)
-    crowd: CrowdMode = param("skip", optional=True)
-    overlap: OverlapMode = param("later_wins", optional=True)
-    clip_masks_to_boxes: bool = param(False, optional=True)
     on_missing_image: Literal["raise", "skip"] = param("raise", optional=True)
     device: str = param("auto", optional=True)
     box_batch_size: int = param(64, min=1, optional=True)
@@ -172,6 +171,51 @@ class Objects365Spec(DatasetSpec):
         problem = check_device_name(self.device)
         if problem:
             raise self.invalid("device", problem)
+
+
+@dataclass(frozen=True)
+class GroundTruthSpec(Params):
+    """``evaluate.metrics.ground_truth.<dataset>``: how its ground truth is built (defaults:
+    the official GLASS evaluation). Each key applies to some kinds only."""
+
+    APPLIES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "crowd": ("coco", "toy", "objects365"), "overlap": ("coco", "toy", "objects365"),
+        "voc_boundary": ("voc",), "clip_masks_to_boxes": ("objects365",)}
+
+    crowd: CrowdMode | None = param(None, optional=True)              # null: skip (official)
+    overlap: OverlapMode | None = param(None, optional=True)          # null: later_wins
+    voc_boundary: Literal["ignore", "background"] | None = param(None, optional=True)
+    clip_masks_to_boxes: bool | None = param(None, optional=True)
+
+    def reader_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.APPLIES
+                if getattr(self, name) is not None}
+
+
+@dataclass(frozen=True)
+class ProbeParams(Params):
+    """``evaluate.metrics.probes``: the linear probes' training (supplement Sec. 2.1)."""
+
+    max_epochs: int = param(10, min=1)       # supplement: 10 epochs on COCO (50 on VOC)
+    batch_size: int = param(64, min=1)
+    val_fraction: float = param(0.1, gt=0.0, max=0.9)
+    seed: int = param(0, min=0)              # probe initialisation and validation split
+
+
+def _paper_ground_truth() -> dict[str, GroundTruthSpec]:
+    return {"coco_val": GroundTruthSpec(crowd="skip", overlap="later_wins"),
+            "coco_train": GroundTruthSpec(crowd="skip", overlap="later_wins"),
+            "voc_val": GroundTruthSpec(voc_boundary="ignore")}
+
+
+@dataclass(frozen=True)
+class MetricsParams(Params):
+    """``evaluate.metrics``: what the ``evaluate`` stage computes from the stored predictions."""
+
+    conventions: DiscoveryConventions = nested(DiscoveryConventions)
+    ground_truth: dict[str, GroundTruthSpec] = dataclasses.field(
+        default_factory=_paper_ground_truth)
+    probes: ProbeParams = nested(ProbeParams)
 
 
 @dataclass(frozen=True)
@@ -190,15 +234,13 @@ class GenerationParams(Params):
 
 @dataclass(frozen=True)
 class PropertyPredictionParams(Params):
-    """``evaluate.property_prediction`` (Table 8, supplement Sec. 2.1): linear probes."""
+    """``evaluate.property_prediction`` (Table 8, supplement Sec. 2.1): the datasets whose slots
+    the ``predict`` stage stores for the linear probes (trained by ``evaluate``)."""
 
     train_dataset: str | None = "coco_train"
     test_dataset: str | None = "coco_val"
     train_limit: int | None = param(None, min=1)
     test_limit: int | None = param(None, min=1)
-    max_epochs: int = param(10, min=1)       # supplement: 10 epochs on COCO (50 on VOC)
-    batch_size: int = param(64, min=1)
-    val_fraction: float = param(0.1, gt=0.0, max=0.9)
     enabled: bool = param(True, optional=True)
 
 
@@ -209,6 +251,8 @@ class CompositionParams(Params):
     dataset: str | None = "coco_val"
     images: int = param(8, min=2)
     num_inference_steps: int = param(50, min=1)
+    mask_source: Literal["slot_attention", "mlp_decoder"] = param("slot_attention",
+                                                                  optional=True)
     enabled: bool = param(True, optional=True)
 
 
@@ -225,7 +269,6 @@ class EvaluateParams(Params):
 
     seed: int = param(0, min=0)              # slot initialisation and diffusion noise, per key
     device: str = "cuda"
-    conventions: DiscoveryConventions = nested(DiscoveryConventions)
     preprocess: Preprocess = nested(Preprocess)
     limit: int | None = param(None, min=1)   # at most this many images per dataset
     # images declaring more pixels are skipped (with the reason) before they are decoded
@@ -235,6 +278,7 @@ class EvaluateParams(Params):
     generation: GenerationParams = nested(GenerationParams)
     property_prediction: PropertyPredictionParams = nested(PropertyPredictionParams)
     composition: CompositionParams = nested(CompositionParams)
+    metrics: MetricsParams = nested(MetricsParams)
 
     def validate(self) -> None:
         problem = check_device_name(self.device)
@@ -245,6 +289,15 @@ class EvaluateParams(Params):
                 raise self.invalid(field_name, f"names dataset {name!r}, which is not defined "
                                                f"under evaluate.datasets (defined: "
                                                f"{', '.join(sorted(self.datasets)) or 'none'})")
+        for name, truth in self.metrics.ground_truth.items():
+            field_name = f"metrics.ground_truth.{name}"
+            if name not in self.datasets:
+                raise self.invalid(field_name, "is not a dataset defined under evaluate.datasets")
+            kind = self.datasets[name].kind
+            for key, kinds in GroundTruthSpec.APPLIES.items():
+                if getattr(truth, key) is not None and kind not in kinds:
+                    raise self.invalid(f"{field_name}.{key}", f"does not apply to a {kind} "
+                                                              f"dataset (only to {', '.join(kinds)})")
 
     def dataset_references(self) -> list[tuple[str, str]]:
         """(field, dataset name) of every task that is switched on."""
@@ -261,6 +314,33 @@ class EvaluateParams(Params):
 
     def used_datasets(self) -> set[str]:
         return {name for _, name in self.dataset_references()}
+
+    def predicted_datasets(self) -> list[str]:
+        """The datasets whose slot masks ``predict`` stores: object discovery and the probes'."""
+        names = list(self.object_discovery)
+        probe = self.property_prediction
+        if probe.enabled:
+            names += [name for name in (probe.train_dataset, probe.test_dataset) if name]
+        return sorted(dict.fromkeys(names))
+
+    def limit_for(self, name: str) -> int | None:
+        """How many readable images of ``name`` are predicted: the probes' limits for their
+        datasets (the largest, when a dataset serves several tasks), else ``limit``."""
+        probe = self.property_prediction
+        limits = []
+        if name in self.object_discovery:
+            limits.append(self.limit)
+        if probe.enabled and name == probe.train_dataset:
+            limits.append(probe.train_limit)
+        if probe.enabled and name == probe.test_dataset:
+            limits.append(probe.test_limit)
+        if None in limits or not limits:
+            return None
+        return max(limits)
+
+    def predict_params(self) -> dict[str, Any]:
+        """What decides the stored predictions (everything but ``metrics``)."""
+        return {key: value for key, value in self.as_dict().items() if key != "metrics"}
 
     def check_against(self, data: DataParams) -> None:
         """Cross-section check: a dataset with a null root (split, list) must be the

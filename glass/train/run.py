@@ -5,16 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from glass.io import dumps_canonical, file_sha256
+from glass.io import dumps_canonical, file_sha256, folder_digest
 from glass.train.params import TrainParams
-
-
-def _folder_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        digest.update(file_sha256(path).encode())
-    return digest.hexdigest()
 
 
 def run_fingerprint(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
@@ -26,6 +18,6 @@ def run_fingerprint(phase: int, train: TrainParams, seed: int, refs: dict[str, s
         "train": dict(train.learning(), seed=seed),
         "refs": refs,
         "shards": file_sha256(Path(shard_dir) / "manifest.json"),
-        "init": _folder_digest(Path(init_dir)) if init_dir else None,
+        "init": folder_digest(init_dir) if init_dir else None,
     }
     return hashlib.sha256(dumps_canonical(relevant).encode()).hexdigest()[:16]
