@@ -7,7 +7,5 @@ start=$(date +%s)
 # every params section at once, so a wrong key fails in seconds, not after the stages before it
 python -m glass.check_params configs/cpu/params.yaml
 dvc repro configs/cpu/dvc.yaml "$@"
-dvc metrics show data/cpu/metrics/prompts.json data/cpu/metrics/synthesis.json \
-    data/cpu/train/phase1/live/metrics.json data/cpu/train/phase2/live/metrics.json \
-    data/cpu/metrics/evaluate.json
+bash scripts/metrics.sh cpu
 echo "CPU configuration reproduced in $(( $(date +%s) - start )) s; outputs in data/cpu/"

@@ -34,9 +34,10 @@ def _params(tmp: Path, root: Path, backend: str) -> Path:
     params["caption"].update(backend=backend, max_image_pixels=PIXEL_LIMIT)
     evaluate = params["evaluate"]
     evaluate.update(device="cpu", max_image_pixels=PIXEL_LIMIT, limit=None,
-                    datasets={"hostile_val": {"kind": "coco", "root": None, "split": None,
-                                              "crowd": "skip", "overlap": "later_wins"}},
+                    datasets={"hostile_val": {"kind": "coco", "root": None, "split": None}},
                     object_discovery=["hostile_val"])
+    evaluate["metrics"]["ground_truth"] = {"hostile_val": {"crowd": "skip",
+                                                           "overlap": "later_wins"}}
     evaluate["preprocess"]["resolution"] = 32
     for task in ("generation", "property_prediction", "composition"):
         evaluate[task]["enabled"] = False

@@ -18,18 +18,22 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # the fraction of an uninterrupted run's duration at which a run is killed
 KILL_POINT = 0.5
+REFERENCE_ROOTS: list[Path] = []   # where the reference run wrote (its paths are recorded)
 STAGES = ("models", "prepare", "caption", "prompts", "predict", "evaluate")
 
 
+def _normalised(data: bytes, root: Path) -> bytes:
+    """``data`` with the run's folder written ROOT, so that runs in different folders compare
+    (a stage run on copied inputs also records the folder they were made in)."""
+    for folder in (root, *REFERENCE_ROOTS):
+        data = data.replace(str(folder).encode(), b"ROOT")
+    return data
+
+
 def _tree(folder: Path, root: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` (no leftovers of killed runs allowed), with ``root`` written
-    as ROOT so that runs in different folders compare."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            data = path.read_bytes().replace(str(root).encode(), b"ROOT")
-            out[path.relative_to(folder).as_posix()] = data
-    return out
+    """Every file under ``folder`` (leftovers of killed runs included), normalised."""
+    return {path.relative_to(folder).as_posix(): _normalised(path.read_bytes(), root)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def _command(stage: str, params: Path, work: Path, model: Path | None) -> list[str]:
@@ -83,6 +87,7 @@ def reference(tmp_path_factory, random_trained_model):
     params_file = root / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     work = root / "reference"
+    REFERENCE_ROOTS.append(work)
     durations = {}
     for stage in STAGES:
         durations[stage] = _run(_command(stage, params_file, work, random_trained_model))
@@ -118,7 +123,7 @@ def _outputs(stage: str, work: Path) -> dict[str, bytes]:
         if path.is_dir():
             found.update({f"{name}/{k}": v for k, v in _tree(path, work).items()})
         elif path.exists():
-            found[name] = path.read_bytes().replace(str(work).encode(), b"ROOT")
+            found[name] = _normalised(path.read_bytes(), work)
     return found
 
 
