@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from glass.eval.ablation import toy_prompt_records
+from glass.ablation import toy_prompt_records
 from glass.params import load_params, read_section
 from glass.synth.params import GeneratorSettings, SynthParams
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis

@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from glass.eval.ablation import SETTINGS, run_ablation
+from glass.ablation import SETTINGS, run_ablation
 from glass.models import ModelsParams
 from glass.params import load_params, read_section
 from glass.stage_runner import run_stage

@@ -125,11 +125,32 @@ def _utf8_safe(obj: Any, where: list[str]) -> Any:
     return obj
 
 
-def dumps_canonical(obj: Any) -> str:
-    """JSON with sorted keys and fixed separators, so equal data gives equal bytes; always
+def jsonable(value: Any) -> Any:
+    """numpy scalars/arrays, sets and params sections → plain JSON values (else an error)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    if hasattr(value, "as_dict"):   # glass.params.Params
+        return value.as_dict()
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False, default=jsonable)
+
+
+def canonical_json(obj: Any) -> str:
+    """The one canonical JSON of the project: sorted keys, fixed separators, no NaN, numpy values
+    as plain numbers, so equal data gives equal text (records, metadata, fingerprints); always
     encodable as UTF-8 (a lone surrogate that reached here is repaired, with a warning)."""
     try:
-        text = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        text = _dumps(obj)
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
@@ -138,7 +159,14 @@ def dumps_canonical(obj: Any) -> str:
         log.warning("repaired lone UTF-16 surrogates in %d string(s) of a record (%s); the "
                     "stage that made it should have repaired them", len(where),
                     _record_name(obj))
-        return json.dumps(fixed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return _dumps(fixed)
+
+
+def fingerprint(obj: Any, length: int | None = None) -> str:
+    """The one fingerprint helper: sha256 (hex) of ``canonical_json(obj)``, cut to ``length``
+    characters (a folder name) when given."""
+    digest = hashlib.sha256(canonical_json(obj).encode("utf-8")).hexdigest()
+    return digest[:length] if length else digest
 
 
 def _record_name(obj: Any) -> str:
@@ -164,7 +192,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
     count = 0
     with atomic_open(path, "w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(dumps_canonical(record) + "\n")
+            handle.write(canonical_json(record) + "\n")
             count += 1
     return count
 
@@ -227,7 +255,7 @@ class ResumableJsonl:
 
     def append(self, records: Iterable[dict]) -> None:
         for record in records:
-            self._handle.write(dumps_canonical(record) + "\n")
+            self._handle.write(canonical_json(record) + "\n")
             self.records[record[self.key_field]] = record
         self._handle.flush()
         os.fsync(self._handle.fileno())

@@ -16,38 +16,50 @@ REFERENCE_FILE = "glass-model.json"
 
 
 def model_reference(model_dir: str | Path) -> str:
-    """Hub id, or the absolute path of a tiny model, for the model folder ``model_dir``."""
+    """The ``from_pretrained`` string for the model folder ``model_dir``: a hub id, or the
+    absolute path of a tiny model or of a local folder given as ``models.<role>.id`` (absolute,
+    so that Ray workers with another working directory find it too)."""
     model_dir = Path(model_dir)
     path = model_dir / REFERENCE_FILE
     if not path.is_file():
         raise MissingInput(f"{path} not found: run the models stage first (dvc repro)")
     reference = json.loads(path.read_text())
-    if reference["source"] == "tiny":
-        # absolute, so that Ray workers with another working directory find it too
+    if reference["source"] in ("tiny", "local"):
+        # "local": relative to the models folder inside the repository, else absolute
         return str((model_dir / reference["path"]).resolve())
-    return reference["id"]
+    if reference["source"] == "hub":
+        return reference["id"]
+    raise InvalidInput(f"{path}: unknown model source {reference['source']!r}; rerun the models "
+                       "stage (dvc repro)")
 
 
-def portable_reference(reference: str, base_dir: str | Path) -> dict[str, str]:
-    """How a saved model (a trained folder's ``glass.json``) records a model it builds on: a local
-    folder as a path relative to ``base_dir``, so that the outputs stay valid when the repository
-    is cloned elsewhere or pulled from a DVC remote; anything else as a hub id."""
-    if Path(reference).exists():
-        return {"source": "local", "path": os.path.relpath(Path(reference).resolve(),
-                                                           Path(base_dir).resolve())}
-    return {"source": "hub", "id": reference}
+REPOSITORY_MARKERS = (".dvc", ".git")
 
 
-def resolve_reference(entry: dict[str, str] | str, base_dir: str | Path) -> str:
-    """The ``from_pretrained`` string for an entry written by ``portable_reference``."""
-    if isinstance(entry, str):  # written before references became portable
-        return entry
-    if entry.get("source") == "local":
-        return str((Path(base_dir) / entry["path"]).resolve())
-    if entry.get("source") == "hub":
-        return entry["id"]
-    raise InvalidInput(f"unknown model reference {entry!r} in {base_dir}: expected source "
-                       "'local' or 'hub'")
+def repository_root(path: str | Path) -> Path | None:
+    """The nearest folder at or above ``path`` holding ``.dvc`` or ``.git``, or None."""
+    current = Path(os.path.abspath(path))
+    for folder in (current, *current.parents):
+        if any((folder / marker).exists() for marker in REPOSITORY_MARKERS):
+            return folder
+    return None
+
+
+def portable_path(target: str | Path, base_dir: str | Path) -> str:
+    """How a folder that stores a path to ``target`` (a model it builds on) writes it: relative to
+    ``base_dir`` when both lie in the same repository, so the reference holds in any clone at
+    any depth and after a DVC pull; absolute otherwise (a folder outside the repository is not
+    moved with it)."""
+    target, base = Path(os.path.abspath(target)), Path(os.path.abspath(base_dir))
+    root = repository_root(base)
+    if root is not None and target.is_relative_to(root):
+        return os.path.relpath(target, base)
+    return str(target)
+
+
+def is_local_folder(reference: str) -> bool:
+    """A model given as a folder (existing, or written as a path) rather than a hub id."""
+    return looks_like_path(reference) or Path(reference).expanduser().exists()
 
 
 def hub_offline() -> bool:

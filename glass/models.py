@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from glass.io import publish_directory, staging_directory, write_json
-from glass.model_reference import REFERENCE_FILE
+from glass.errors import MissingInput
+from glass.model_reference import REFERENCE_FILE, is_local_folder, portable_path
 from glass.params import Params, ParamsError, describe_value, param
 from glass.tiny.blip2 import build_tiny_blip2
 from glass.tiny.dinov2 import build_tiny_dinov2
@@ -92,6 +93,14 @@ def materialize_model(role: str, spec: ModelSpec, out_dir: str | Path) -> dict[s
         if spec.tiny:
             TINY_BUILDERS[role](staged / "model", seed=spec.seed)
             reference = {"role": role, "source": "tiny", "path": "model", "seed": spec.seed}
+        elif is_local_folder(str(spec.id)):
+            # a folder, not a hub id: recorded as local (relative inside the repository), and
+            # checked now; DVC tracks it only if it is a dependency (README "Local models")
+            folder = Path(str(spec.id)).expanduser()
+            if not folder.is_dir():
+                raise MissingInput(f"models.{role}.id: the folder {spec.id} does not exist; give "
+                                   "an existing model folder or a hub id")
+            reference = {"role": role, "source": "local", "path": portable_path(folder, out_dir)}
         else:
             reference = {"role": role, "source": "hub", "id": str(spec.id)}
         write_json(staged / REFERENCE_FILE, reference)

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from glass.io import atomic_open
+from glass.shard_format import UNSURE_LABEL
 
 UNSURE_COLOUR = (255, 255, 255)
 BACKGROUND_COLOUR = (0, 0, 0)
@@ -28,7 +29,7 @@ def label_palette(count: int) -> np.ndarray:
     return np.array(colours, dtype=np.uint8)
 
 
-def colourise_labels(labels: np.ndarray, unsure: int | None = 255) -> np.ndarray:
+def colourise_labels(labels: np.ndarray, unsure: int | None = UNSURE_LABEL) -> np.ndarray:
     """(H, W) integer labels → (H, W, 3) uint8; ``unsure`` pixels are white."""
     labels = np.asarray(labels)
     finite = labels[labels != unsure] if unsure is not None else labels

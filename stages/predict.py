@@ -14,7 +14,7 @@ from glass.stage_runner import run_stage
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", required=True, help="this configuration's params file")
-    parser.add_argument("--model", required=True, help="trained model folder (train_phase2)")
+    parser.add_argument("--model", required=True, help="trained GLASS folder (evaluate.model)")
     parser.add_argument("--prepared", required=True, help="output folder of the prepare stage")
     parser.add_argument("--models", required=True, help="output folder of the models stage")
     parser.add_argument("--out", required=True, help="predictions folder to write")

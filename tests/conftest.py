@@ -58,7 +58,6 @@ def random_trained_model(tmp_path_factory, tiny_sd_path):
     from glass.model.mlp_decoder import MLPDecoder
     from glass.model.slot_attention import SlotAttention
     from glass.tiny.dinov2 import build_tiny_dinov2
-    from glass.train.trainer import save_trained_modules
 
     root = tmp_path_factory.mktemp("trained")
     refs = {"encoder": str(build_tiny_dinov2(root / "dinov2")), "stable_diffusion": str(tiny_sd_path)}
@@ -71,9 +70,9 @@ def random_trained_model(tmp_path_factory, tiny_sd_path):
             num_iterations=2, slot_size=16, mlp_hidden_size=16, output_dim=decoder.conditioning_dim)
         mlp_decoder = MLPDecoder(slot_size=16, feature_dim=encoder.feature_dim,
                                  num_tokens=int(np.prod(encoder.grid_size)), hidden_size=16,
-                                 num_layers=3)
+                                 num_hidden_layers=3)
     with torch.no_grad():
         next(decoder.unet.parameters()).add_(1.0)
-    save_trained_modules(GlassModel(encoder, slot_attention, mlp_decoder, decoder), root / "model",
-                         2, refs, encoder_image_size=64, decoder_image_size=48)
+    GlassModel(encoder, slot_attention, mlp_decoder, decoder).save_pretrained(
+        root / "model", phase=2, references=refs, encoder_image_size=64, decoder_image_size=48)
     return root / "model"

@@ -71,6 +71,8 @@ def test_the_weights_download_says_what_to_do_offline(monkeypatch, tmp_path):
     def offline(*args, **kwargs):
         raise URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    # patch the download itself: patching load_state_dict_from_url would be captured for good
+    # by modules first imported under the patch (torchvision binds it at import)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(MissingInput, match="seems to have no internet.*copy alexnet-owt"):
         generation.download_weights()

@@ -103,7 +103,7 @@ def test_conventions_change_the_numbers_without_running_the_model_again(setup, m
     def no_models(*args, **kwargs):
         raise AssertionError("the evaluate stage loaded a model")
 
-    monkeypatch.setattr(eval_predict, "TrainedGlass", no_models)
+    monkeypatch.setattr(eval_predict.GlassModel, "from_pretrained", no_models)
     results = {}
     for include_background in (True, False):
         params["evaluate"]["metrics"]["conventions"]["include_background"] = include_background
@@ -134,7 +134,7 @@ def test_paper_configuration_lists_every_missing_input_before_loading_models(tmp
     def no_models(*args, **kwargs):
         raise AssertionError("a model was loaded before the inputs were validated")
 
-    monkeypatch.setattr(eval_predict, "TrainedGlass", no_models)
+    monkeypatch.setattr(eval_predict.GlassModel, "from_pretrained", no_models)
     with pytest.raises(FileNotFoundError) as error:
         _predict(params, tmp_path / "model", tmp_path / "prepared", tmp_path / "out",
                  models=tmp_path / "models")
@@ -150,11 +150,14 @@ def test_hub_weights_missing_from_the_cache_are_named(tmp_path, monkeypatch):
         (model / module).mkdir(parents=True)
         (model / module / "config.json").write_text("{}")
     (model / "glass.json").write_text(json.dumps({
+        "_class_name": "GlassModel", "format": 1, "phase": 1,
+        "components": {"slot_attention": "SlotAttention", "mlp_decoder": "MLPDecoder"},
         "encoder": {"source": "hub", "id": "facebook/dinov2-base"},
-        "stable_diffusion": {"source": "local", "path": "../gone"}, "unet": None,
+        "stable_diffusion": {"source": "local", "path": "../gone"},
         "encoder_image_size": 448, "decoder_image_size": 256}))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    problems = eval_predict.model_problems(model)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    problems = eval_predict.folder_problems(model)
     assert any("facebook/dinov2-base" in p and "hf download facebook/dinov2-base" in p for p in problems)
     assert any("gone" in p and "models stage" in p for p in problems)
 
@@ -208,7 +211,7 @@ def test_an_empty_dataset_or_a_bad_convention_is_reported_before_loading(setup, 
     def no_models(*args, **kwargs):
         raise AssertionError("a model was loaded before the inputs were validated")
 
-    monkeypatch.setattr(eval_predict, "TrainedGlass", no_models)
+    monkeypatch.setattr(eval_predict.GlassModel, "from_pretrained", no_models)
     with pytest.raises(FileNotFoundError) as error:
         _predict(params, model, root / "prepared", root / "bad")
     assert "toy_val" in str(error.value) and "holds no images" in str(error.value)

@@ -103,7 +103,9 @@ def test_mlp_decoder_round_trip_and_masks(tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = MLPDecoder(slot_size=16, feature_dim=24, num_tokens=16, hidden_size=32)
-    assert sum(isinstance(layer, torch.nn.Linear) for layer in model.mlp) == 3  # Table 10
+    # 3 hidden layers = 4 Linear with zero biases, as the official build_mlp (docs/paper-facts.md)
+    linears = [layer for layer in model.mlp if isinstance(layer, torch.nn.Linear)]
+    assert len(linears) == 4 and all(bool((layer.bias == 0).all()) for layer in linears)
     slots = torch.randn(2, 5, 16)
     output = model(slots)
     assert output.reconstruction.shape == (2, 16, 24)
@@ -436,5 +438,5 @@ def test_paper_defaults():
     assert (config.num_slots, config.num_iterations, config.slot_size, config.mlp_hidden_size,
             config.num_heads, config.epsilon, config.output_dim) == (7, 5, 768, 768, 1, 1e-6, 1024)
     decoder_config = MLPDecoder(slot_size=8, feature_dim=8, num_tokens=4).config
-    assert (decoder_config.hidden_size, decoder_config.num_layers) == (1536, 3)
+    assert (decoder_config.hidden_size, decoder_config.num_hidden_layers) == (1536, 3)
     assert math.isclose(LossWeights().semantic, 0.7) and math.isclose(LossWeights().instance, 0.9)

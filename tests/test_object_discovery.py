@@ -71,12 +71,13 @@ def test_no_gt_region_is_nan_and_empty_foreground_follows_the_option():
     pred = np.arange(9).reshape(3, 3) % 2
     only_background = object_discovery(pred, gt, include_background=False)
     assert math.isnan(only_background["miou"]) and math.isnan(only_background["mbo"])
-    assert math.isnan(only_background["fg_ari"])
-    assert object_discovery(pred, gt, empty_fg_ari=1.0)["fg_ari"] == 1.0  # official GLASS
+    # fewer than two foreground pixels: 1.0 by default (official GLASS, ocl, sklearn), or NaN
+    assert only_background["fg_ari"] == 1.0
+    assert math.isnan(object_discovery(pred, gt, empty_fg_ari=float("nan"))["fg_ari"])
     assert object_discovery(pred, gt)["num_gt_regions"] == 1  # background counts by default
     one_pixel = gt.copy()
     one_pixel[0, 0] = 4
-    assert math.isnan(object_discovery(pred, one_pixel)["fg_ari"])
+    assert object_discovery(pred, one_pixel)["fg_ari"] == 1.0
     everything_ignored = object_discovery(pred, gt, ignore=np.ones((3, 3), bool))
     assert math.isnan(everything_ignored["miou"]) and everything_ignored["num_gt_regions"] == 0
 
@@ -222,23 +223,24 @@ def test_per_object_averaging_differs_from_per_image():
     #   FG-ARI 0 (one predicted cluster: tp = 6+1+1 = 8, fp = 28-8 = 20, fn = tn = 0 -> 0).
     # Per image:  miou = (1 + 1/6) / 2 = 7/12,  mbo = (1 + 1/3) / 2 = 2/3.
     # Per object: miou = (1 + 1/2 + 0 + 0) / 4 = 3/8,  mbo = (1 + 1/2 + 1/4 + 1/4) / 4 = 1/2.
-    # FG-ARI is per image in both modes: (1 + 0) / 2.
+    # FG-ARI is per image in both modes: (1 + 0 + 1) / 3, image C having no foreground pixel
+    # and so FG-ARI 1.0 (the official code's and ocl's convention, the default).
     image_a = object_discovery(np.zeros((1, 4), int), np.ones((1, 4), int), return_regions=True)
     image_b = object_discovery(np.zeros((1, 8), int), np.array([[1, 1, 1, 1, 2, 2, 3, 3]]),
                                return_regions=True)
-    # an image without GT region (all ignored) adds nothing to either mode
+    # an image without GT region (all ignored) adds nothing to mIoU/mBO in either mode
     image_c = object_discovery(np.zeros((2, 2), int), np.ones((2, 2), int),
                                ignore=np.ones((2, 2), bool), return_regions=True)
     rows = [image_a, image_b, image_c]
     per_image = mean_metrics(rows)
     assert per_image == mean_metrics(rows, averaging="image")
     assert per_image["miou"] == pytest.approx(7 / 12) and per_image["mbo"] == pytest.approx(2 / 3)
-    assert per_image["fg_ari"] == pytest.approx(0.5) and per_image["miou_images"] == 2
+    assert per_image["fg_ari"] == pytest.approx(2 / 3) and per_image["miou_images"] == 2
     per_object = mean_metrics(rows, averaging="object")
     assert per_object["miou"] == pytest.approx(3 / 8) and per_object["mbo"] == pytest.approx(1 / 2)
-    assert per_object["fg_ari"] == pytest.approx(0.5)
+    assert per_object["fg_ari"] == pytest.approx(2 / 3)
     assert per_object["miou_regions"] == 4 and per_object["mbo_regions"] == 4
-    assert per_object["miou_images"] == 2 and per_object["fg_ari_images"] == 2
+    assert per_object["miou_images"] == 2 and per_object["fg_ari_images"] == 3
     nothing = mean_metrics([image_c], averaging="object")
     assert math.isnan(nothing["miou"]) and nothing["miou_regions"] == 0
     assert math.isnan(mean_metrics([], averaging="object")["mbo"])

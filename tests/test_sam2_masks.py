@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from glass.errors import MissingInput
-from glass.synth.pseudo_mask import UNSURE
+from glass.shard_format import UNSURE_LABEL as UNSURE
 from glass.synth.sam2_masks import Sam2MaskSource, label_sam_masks
 from glass.tiny.sam2 import CHECKPOINT_NAME, CONFIG_NAME, build_tiny_sam2, load_sam2
 

@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from glass.eval.trained_model import TrainedGlass
+from glass.model import GlassModel
 from glass.model.mlp_decoder import MLPDecoder
 from glass.model.slot_attention import SlotAttention
-from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
+from glass.synth.sharded_run import run_sharded_synthesis
 from glass.tiny.dinov2 import build_tiny_dinov2
 from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
 from glass.train import trainer
@@ -28,7 +28,7 @@ from typed_params import toy_spec, typed
 TRAIN = typed(TrainParams, {
     "model": {"encoder_image_size": 64, "decoder_image_size": 64, "num_slots": 4,
               "num_iterations": 2, "slot_size": 32, "mlp_hidden_size": 32,
-              "mlp_decoder_hidden_size": 32, "mlp_decoder_layers": 3},
+              "mlp_decoder_hidden_size": 32, "mlp_decoder_hidden_layers": 3},
     "loss": {"recon": 1.0, "semantic": 0.7, "instance": 0.9},
     "data": {"batch_size": 4, "num_workers": 0, "mask_size": 32, "flip": True,
              "feature_cache": False, "on_corrupt": "raise"},
@@ -43,6 +43,7 @@ TRAIN = typed(TrainParams, {
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
+    (root / ".dvc").mkdir()   # a repository: references inside it are stored relative
     records = [{"key": f"toy-{i:04d}", "prompt": "p", "caption": "c",
                 "classes": [["kite", "tv"], ["pizza"], ["donut", "donut"]][i % 3]} for i in range(12)]
     run_sharded_synthesis(records, toy_spec({"image_size": 64}),
@@ -68,14 +69,15 @@ def test_phase_one_then_two_save_from_pretrained_loadable_modules(setup):
     assert slots.config.num_slots == 4
     MLPDecoder.from_pretrained(p1 / "mlp_decoder")
     assert not (p1 / "unet").exists()  # phase 1 leaves the UNet as it was
-    # glass.json points at the local models relatively: a moved or DVC-pulled copy still loads
+    # glass.json points at the repository's models relatively: a moved or DVC-pulled copy of
+    # the repository still loads
     info = json.loads((p1 / "glass.json").read_text())
     assert info["encoder"] == {"source": "local", "path": "../../dinov2"}
     moved = root.parent / f"{root.name}-moved"
     for part in ("dinov2", "p1/model"):
         shutil.copytree(root / part, moved / part)
-    trained = TrainedGlass(moved / "p1" / "model")
-    assert trained.predict_masks(torch.rand(1, 3, 64, 64), ["k"]).shape == (1, 64, 64)
+    trained = GlassModel.from_pretrained(moved / "p1" / "model")
+    assert trained.predict_labels(torch.rand(1, 3, 64, 64), ["k"]).shape == (1, 64, 64)
     assert trained.encoder.model_id == str((moved / "dinov2").resolve())
     grid = Image.open(root / "p1" / "live" / "plots" / "images" / "phase1_step0000003.png")
     # image, pseudo mask, slot-attention masks, MLP-decoder masks, reconstruction: 128-px tiles
@@ -244,4 +246,4 @@ def test_damaged_weights_name_the_file_and_the_fix(setup, tmp_path):
     slot_weights.write_bytes(slot_weights.read_bytes()[:100])
     with pytest.raises(MissingInput, match="trained slot attention: weights file .*slot_attention"
                                            ".*truncated or corrupt.*rerun the train stage"):
-        TrainedGlass(trained)
+        GlassModel.from_pretrained(trained)

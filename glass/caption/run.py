@@ -13,7 +13,6 @@ atomically at the end, in index order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections import Counter
@@ -29,7 +28,7 @@ from glass.caption.template import TemplateDistribution, sample_template_caption
 from glass.data.images import UnreadableImage, load_rgb_image
 from glass.devices import check_gpu_setting
 from glass.errors import InvalidInput
-from glass.io import (ResumableJsonl, clean_caption, dumps_canonical, file_sha256, read_jsonl,
+from glass.io import (ResumableJsonl, clean_caption, file_sha256, fingerprint, read_jsonl,
                       write_jsonl)
 from glass.seeding import sample_rng
 
@@ -43,7 +42,7 @@ def caption_fingerprint(params: CaptionParams, seed: int, index_sha: str) -> str
                 "min_image_side": params.min_image_side, "index": index_sha}
     if backend == "blip2":   # only BLIP-2 reads images
         relevant["max_image_pixels"] = params.max_image_pixels
-    return hashlib.sha256(dumps_canonical(relevant).encode()).hexdigest()[:16]
+    return fingerprint(relevant, 16)
 
 
 def finish_caption(record: dict) -> dict:

@@ -35,7 +35,7 @@ from pycocotools import mask as mask_utils
 
 from glass.errors import InvalidInput
 from glass.data.classes import COCO_CATEGORY_IDS, check_coco_class
-from glass.io import atomic_open, dumps_canonical
+from glass.io import atomic_open, canonical_json
 from glass.params import Params, param
 from glass.seeding import sample_rng
 
@@ -756,7 +756,7 @@ def _write_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
 
 def _write_canonical_json(path: Path, data: Any) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
-        handle.write(dumps_canonical(data))
+        handle.write(canonical_json(data))
 
 
 def _remove_stale_images(image_dir: Path, keep: set[str]) -> None:

@@ -15,26 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from glass.eval.trained_model import TrainedGlass
+from glass.model import GlassModel
+from glass.model.inference import add_slot, remove_slot, slot_masks_to_labels
 from glass.viz import tensor_to_image
 
 OUTLINE_COLOUR = (255, 32, 32)
-
-
-def remove_slot(conditioning: torch.Tensor, index: int) -> torch.Tensor:
-    """(K, C) → (K-1, C) without slot ``index``."""
-    if not 0 <= index < conditioning.shape[0]:
-        raise IndexError(f"slot {index} out of range for {conditioning.shape[0]} slots")
-    keep = [k for k in range(conditioning.shape[0]) if k != index]
-    return conditioning[keep]
-
-
-def add_slot(conditioning: torch.Tensor, slot: torch.Tensor) -> torch.Tensor:
-    """(K, C) and one donor slot (C,) → (K+1, C)."""
-    if slot.shape != conditioning.shape[1:]:
-        raise ValueError(f"donor slot of shape {tuple(slot.shape)} does not fit slots of width "
-                         f"{conditioning.shape[1]}")
-    return torch.cat([conditioning, slot[None]], dim=0)
 
 
 def object_slot(slot_map: np.ndarray, instances: np.ndarray | None) -> int:
@@ -69,9 +54,9 @@ def outline(image: np.ndarray, mask: np.ndarray, colour: Sequence[int] = OUTLINE
     return out
 
 
-def composition_rows(model: TrainedGlass, images: Sequence[torch.Tensor], keys: list[str],
+def composition_rows(model: GlassModel, images: Sequence[torch.Tensor], keys: list[str],
                      instances: Sequence[np.ndarray | None], num_inference_steps: int,
-                     mask_source: str = "slot_attention") -> list[list[np.ndarray]]:
+                     mask_source: str = "slot_attention", seed: int = 0) -> list[list[np.ndarray]]:
     """One grid row per image i (``images``: (1, 3, H, W) tensors, any size), with image i+1
     (cyclically) as the donor: [input with the edited slot outlined, slot masks, reconstruction,
     slot removed, donor with its slot outlined, donor slot added]. ``instances``: ground truth
@@ -80,19 +65,19 @@ def composition_rows(model: TrainedGlass, images: Sequence[torch.Tensor], keys: 
         raise ValueError("compositional generation needs at least two images (one is the donor)")
     conditioning, maps = [], []
     for image, key in zip(images, keys, strict=True):
-        slots = model.slots(image, [key])
+        slots = model.infer_slots(image, [key], seed)
         conditioning.append(slots.conditioning[0])
-        maps.append(model.soft_masks(slots, tuple(image.shape[-2:]), mask_source)
-                    .argmax(dim=1)[0].cpu().numpy())
+        maps.append(slot_masks_to_labels(model.soft_masks(slots, tuple(image.shape[-2:]),
+                                                          mask_source))[0].cpu().numpy())
     chosen = [object_slot(maps[i], instances[i]) for i in range(len(keys))]
     rows = []
     for i, key in enumerate(keys):
         donor = (i + 1) % len(keys)
-        reconstruction = model.generate(conditioning[i][None], [key], num_inference_steps)[0]
-        removed = model.generate(remove_slot(conditioning[i], chosen[i])[None], [key],
+        reconstruction = model.generate(conditioning[i][None], [key], seed, num_inference_steps)[0]
+        removed = model.generate(remove_slot(conditioning[i], chosen[i])[None], [key], seed,
                                  num_inference_steps)[0]
         added = model.generate(add_slot(conditioning[i], conditioning[donor][chosen[donor]])[None],
-                               [key], num_inference_steps)[0]
+                               [key], seed, num_inference_steps)[0]
         rows.append([outline(tensor_to_image(images[i][0]), maps[i] == chosen[i]), maps[i] + 1,
                      tensor_to_image(reconstruction), tensor_to_image(removed),
                      outline(tensor_to_image(images[donor][0]), maps[donor] == chosen[donor]),

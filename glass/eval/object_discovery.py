@@ -14,9 +14,10 @@ Definitions (glass-facts "Evaluation", after ocl and the official GLASS evaluati
   segments) scores 0; mean over GT regions.
 - mBO: mean over GT regions of the best IoU with any predicted segment.
 - FG-ARI: adjusted Rand index between ``gt`` and ``pred`` over the pixels with gt > 0 (equal to
-  ``sklearn.metrics.adjusted_rand_score`` on those pixels). With fewer than two such pixels it is
-  undefined: ``empty_fg_ari`` (NaN by default, as ocl/sklearn leave no meaningful value; the
-  official GLASS evaluation scores such images 1.0).
+  ``sklearn.metrics.adjusted_rand_score`` on those pixels). With fewer than two such pixels the
+  index has no pairs to count: ``empty_fg_ari``, 1.0 by default, as the official GLASS evaluation,
+  ocl (``torch.where(denominator > 0, ari, 1)``) and sklearn (identical labelings) all give;
+  NaN leaves such images out of the mean.
 - NaN where undefined (no GT region). Average over images with ``mean_metrics`` (NaN-aware).
 
 Averaging (glass-facts "Evaluation": per-image vs per-object averaging differ between papers, so
@@ -104,7 +105,7 @@ def adjusted_rand_index(counts: np.ndarray) -> float:
 
 def object_discovery(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None,
                      include_background: bool = True,
-                     empty_fg_ari: float = float("nan"),
+                     empty_fg_ari: float = 1.0,
                      return_regions: bool = False) -> dict:
     """Per-image {"miou", "mbo", "fg_ari", "num_gt_regions", "num_pred_segments"}.
 

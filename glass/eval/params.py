@@ -267,6 +267,9 @@ def _paper_datasets() -> dict[str, DatasetSpec]:
 class EvaluateParams(Params):
     """``evaluate``: every task of the evaluate stage."""
 
+    # the trained folder to evaluate: this configuration's own, or any other GlassModel folder,
+    # e.g. a converted official checkpoint (python -m glass.convert official; README)
+    model: str = "data/paper/train/phase2/model"
     seed: int = param(0, min=0)              # slot initialisation and diffusion noise, per key
     device: str = "cuda"
     preprocess: Preprocess = nested(Preprocess)
@@ -340,7 +343,9 @@ class EvaluateParams(Params):
 
     def predict_params(self) -> dict[str, Any]:
         """What decides the stored predictions (everything but ``metrics``)."""
-        return {key: value for key, value in self.as_dict().items() if key != "metrics"}
+        # the model is not a path here: the predictions fingerprint its folder's files
+        return {key: value for key, value in self.as_dict().items()
+                if key not in ("metrics", "model")}
 
     def check_against(self, data: DataParams) -> None:
         """Cross-section check: a dataset with a null root (split, list) must be the

@@ -35,11 +35,10 @@ from glass.eval.generation import GenerationMetrics
 from glass.eval.params import CompositionParams, EvaluateParams, GenerationParams
 from glass.eval.predictions import (PART_SIZE, DatasetPredictions, PredictedImage, open_reader,
                                     part_name, write_index, write_part)
-from glass.eval.trained_model import MASK_SOURCES, TrainedGlass, read_trained_info
 from glass.eval.outputs import finite_or_none
-from glass.io import (dumps_canonical, folder_digest, publish_directory, staging_directory,
+from glass.io import (fingerprint, folder_digest, publish_directory, staging_directory,
                       write_json)
-from glass.model_reference import download_advice, hub_model_cached, resolve_reference
+from glass.model import GlassModel, folder_problems, read_index, slot_masks_to_labels
 from glass.viz import save_grid, tensor_to_image
 
 log = logging.getLogger(__name__)
@@ -65,32 +64,6 @@ def reader_settings(evaluate: EvaluateParams, data: DataParams, prepared: Path, 
             "max_image_pixels": evaluate.max_image_pixels}
 
 
-def model_problems(model_dir: Path) -> list[str]:
-    """What is missing to load the trained model: its folder, and the weights it builds on."""
-    try:
-        info = read_trained_info(model_dir)
-    except FileNotFoundError as error:
-        return [str(error)]
-    problems = []
-    for module in ("slot_attention", "mlp_decoder") + (("unet",) if info.get("unet") else ()):
-        if not (model_dir / module / "config.json").is_file():
-            problems.append(f"{model_dir / module} is missing or incomplete (rerun the train "
-                            "stage that wrote it)")
-    for role in ("encoder", "stable_diffusion"):
-        entry = info[role]
-        reference = resolve_reference(entry, model_dir)
-        local = (entry.get("source") == "local" if isinstance(entry, dict)
-                 else Path(reference).is_absolute() or reference.startswith(".")
-                 or Path(reference).exists())
-        if local and not Path(reference).exists():
-            problems.append(f"{role} folder {reference} (recorded in {model_dir}/glass.json) is "
-                            "missing: rerun the models stage (dvc repro)")
-        elif not local and not hub_model_cached(reference):
-            problems.append(f"{role} weights {reference!r} are not in the Hugging Face cache: "
-                            f"{download_advice(reference)}")
-    return problems
-
-
 def reader_problem(reader: EvalDataset) -> str | None:
     """Read what a reader needs up front: its index (CLEVRTex builds it lazily), a first usable
     sample (image and mask files; the images before it that cannot be read are skipped later,
@@ -113,14 +86,19 @@ def validate_inputs(evaluate: EvaluateParams, data: DataParams, prepared: Path,
                     ) -> tuple[dict[str, EvalDataset], dict[str, dict[str, Any]]]:
     """Check everything the predictions need before loading any model; one error lists all.
     Returns the readers and their recorded settings."""
-    problems = model_problems(model_dir)
+    problems = folder_problems(model_dir)
     try:
         resolve_device(evaluate.device)
     except InvalidInput as error:
         problems.append(f"evaluate.device: {error}")
     try:
-        model_resolution = int(read_trained_info(model_dir)["encoder_image_size"])
-    except FileNotFoundError:
+        index = read_index(model_dir)
+        model_resolution = index.encoder_image_size
+        if (evaluate.composition.enabled and evaluate.composition.mask_source == "mlp_decoder"
+                and "mlp_decoder" not in index.components):
+            problems.append(f"evaluate.composition.mask_source is mlp_decoder, but {model_dir} "
+                            "has no MLP decoder (an official checkpoint): use slot_attention")
+    except (MissingInput, InvalidInput):
         model_resolution = None   # already reported
     readers: dict[str, EvalDataset] = {}
     settings: dict[str, dict[str, Any]] = {}
@@ -144,11 +122,11 @@ def validate_inputs(evaluate: EvaluateParams, data: DataParams, prepared: Path,
 # Slot masks and slots
 
 
-def predict_image(model: TrainedGlass, sample) -> PredictedImage:
-    """Both mask sources' slot-index maps at the ground truth's size, and the slot vectors."""
-    slots = model.slots(image_tensor(sample), [sample.key])
-    masks = {source: model.soft_masks(slots, sample.size, source).argmax(dim=1)[0]
-             .cpu().numpy().astype(np.int64) for source in MASK_SOURCES}
+def predict_image(model: GlassModel, sample, seed: int) -> PredictedImage:
+    """Every mask source's slot-index map at the ground truth's size, and the slot vectors."""
+    slots = model.infer_slots(image_tensor(sample), [sample.key], seed)
+    masks = {source: slot_masks_to_labels(model.soft_masks(slots, sample.size, source))[0]
+             .cpu().numpy() for source in model.mask_sources}
     return PredictedImage(key=sample.key, image_id=None, masks=masks,
                           slots=slots.slots[0].float().cpu().numpy())
 
@@ -163,15 +141,16 @@ def _completed_parts(folder: Path) -> list[dict[str, Any]]:
         done.append(json.loads(sidecar.read_text(encoding="utf-8")))
 
 
-def predict_dataset(model: TrainedGlass, reader: EvalDataset, name: str,
+def predict_dataset(model: GlassModel, reader: EvalDataset, name: str,
                     settings: dict[str, Any], limit: int | None,
-                    folder: Path) -> DatasetPredictions:
+                    folder: Path, seed: int) -> DatasetPredictions:
     """Store ``name``'s predictions in ``folder``, PART_SIZE images a part, each part with a
     sidecar (its keys, ids, the unreadable images it passed, where the next part starts):
     a rerun keeps the finished parts and continues after them."""
     folder.mkdir(parents=True, exist_ok=True)
     entry = DatasetPredictions(name=name, kind=settings["kind"], reader=settings,
-                               num_slots=int(model.slot_attention.config.num_slots))
+                               num_slots=int(model.slot_attention.config.num_slots),
+                               mask_sources=list(model.mask_sources))
     done = _completed_parts(folder)
     for sidecar in done:
         entry.keys += sidecar["keys"]
@@ -213,7 +192,7 @@ def predict_dataset(model: TrainedGlass, reader: EvalDataset, name: str,
                 batch_unreadable[str(image_id)] = error.reason
                 entry.unreadable[str(image_id)] = error.reason
                 continue
-            predicted = predict_image(model, sample)
+            predicted = predict_image(model, sample, seed)
             predicted.image_id = image_id.item() if isinstance(image_id, np.generic) else image_id
             batch.append(predicted)
             entry.keys.append(predicted.key)
@@ -239,19 +218,20 @@ def limited(reader: EvalDataset, limit: int | None):
     return reader.readable(limit), count
 
 
-def run_generation(model: TrainedGlass, reader: EvalDataset, section: GenerationParams,
-                   device: str) -> tuple[dict[str, Any], list[list[np.ndarray]]]:
+def run_generation(model: GlassModel, reader: EvalDataset, section: GenerationParams,
+                   device: str, seed: int) -> tuple[dict[str, Any], list[list[np.ndarray]]]:
     """Reconstruct ``images`` images from their slots; Table 7's metrics + DINOv2 Fréchet."""
     metrics = GenerationMetrics(fid=section.fid, lpips=section.lpips, device=device,
                                 feature_encoder=model.encoder if section.dinov2_frechet else None)
     for name, reason in metrics.unavailable.items():
         log.warning("generation: %s unavailable: %s", name, reason)
     samples, count = limited(reader, section.images)
-    side = int(model.info["decoder_image_size"])
+    side = model.index.decoder_image_size
     rows = []
     for sample in tqdm(samples, total=count, desc="conditional generation"):
-        slots = model.slots(image_tensor(sample), [sample.key])
-        generated = model.generate(slots.conditioning, [sample.key], section.num_inference_steps)
+        slots = model.infer_slots(image_tensor(sample), [sample.key], seed)
+        generated = model.generate(slots.conditioning, [sample.key], seed,
+                                   section.num_inference_steps)
         # the reconstruction is compared with the evaluation image at the decoder's size
         real = torch.nn.functional.interpolate(ground_truth_image(sample), size=(side, side),
                                                mode="bilinear", antialias=True,
@@ -266,8 +246,8 @@ def run_generation(model: TrainedGlass, reader: EvalDataset, section: Generation
     return result, rows
 
 
-def run_composition(model: TrainedGlass, reader: EvalDataset,
-                    section: CompositionParams) -> list[list[np.ndarray]]:
+def run_composition(model: GlassModel, reader: EvalDataset,
+                    section: CompositionParams, seed: int) -> list[list[np.ndarray]]:
     """Fig. 6 grids on the first ``images`` images (qualitative: the slots come from the
     evaluation image, so that masks, outlines and ground truth share its pixels)."""
     samples, _ = limited(reader, section.images)
@@ -277,7 +257,7 @@ def run_composition(model: TrainedGlass, reader: EvalDataset,
                            "adding a slot from another image needs 2")
     return composition_rows(model, [ground_truth_image(s) for s in samples],
                             [s.key for s in samples], [s.instances for s in samples],
-                            section.num_inference_steps, section.mask_source)
+                            section.num_inference_steps, section.mask_source, seed)
 
 
 def split_unavailable(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -296,11 +276,9 @@ def prediction_fingerprint(evaluate: EvaluateParams, settings: dict[str, dict[st
                            model_dir: Path) -> str:
     """Names the scratch folder: the params that decide the predictions, the readers and the
     trained model's files (a retrained model never resumes another's parts)."""
-    import hashlib
-
     relevant = {"evaluate": evaluate.predict_params(), "readers": settings,
                 "model": folder_digest(model_dir)}
-    return hashlib.sha256(dumps_canonical(relevant).encode()).hexdigest()[:16]
+    return fingerprint(relevant, 16)
 
 
 def run_prediction(evaluate: EvaluateParams, data: DataParams, model_dir: str | Path,
@@ -315,11 +293,11 @@ def run_prediction(evaluate: EvaluateParams, data: DataParams, model_dir: str | 
     models = Path(models) if models else None
     readers, settings = validate_inputs(evaluate, data, prepared, model_dir, models)
     device = resolve_device(evaluate.device)
-    model = TrainedGlass(model_dir, seed=evaluate.seed, device=device)
+    model = GlassModel.from_pretrained(model_dir, device=device)
     work = Path(scratch) / f"predict-{prediction_fingerprint(evaluate, settings, model_dir)}"
 
     entries = {name: predict_dataset(model, readers[name], name, settings[name],
-                                     evaluate.limit_for(name), work / name)
+                                     evaluate.limit_for(name), work / name, evaluate.seed)
                for name in evaluate.predicted_datasets()}
     for name, entry in entries.items():
         log.info("%s: %d images predicted, %d unreadable", name, len(entry.keys),
@@ -330,13 +308,15 @@ def run_prediction(evaluate: EvaluateParams, data: DataParams, model_dir: str | 
     with staging_directory(images_dir) as grids:
         section = evaluate.generation
         if section.enabled and section.dataset:
-            result, rows = run_generation(model, readers[section.dataset], section, device)
+            result, rows = run_generation(model, readers[section.dataset], section, device,
+                                          evaluate.seed)
             generation[section.dataset], reasons[section.dataset] = split_unavailable(result)
             save_grid(grids / f"reconstruction_{section.dataset}.png", rows)
             log.info("generation %s: %s", section.dataset, generation[section.dataset])
         composition = evaluate.composition
         if composition.enabled and composition.dataset:
-            rows = run_composition(model, readers[composition.dataset], composition)
+            rows = run_composition(model, readers[composition.dataset], composition,
+                                   evaluate.seed)
             save_grid(grids / f"composition_{composition.dataset}.png", rows)
         publish_directory(grids, images_dir)   # the declared plots folder, even if empty
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from glass.errors import InvalidInput, MissingInput
-from glass.eval.trained_model import MASK_SOURCES
+from glass.model.inference import MASK_SOURCES
 from glass.io import atomic_open, write_json
 
 PART_SIZE = 256
@@ -60,11 +60,13 @@ class DatasetPredictions:
     parts: list[str] = field(default_factory=list)
     unreadable: dict[str, str] = field(default_factory=dict)
     num_slots: int = 0
+    mask_sources: list[str] = field(default_factory=lambda: list(MASK_SOURCES))
 
     def as_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "reader": self.reader, "keys": self.keys,
                 "image_ids": self.image_ids, "parts": self.parts,
-                "unreadable": self.unreadable, "num_slots": self.num_slots}
+                "unreadable": self.unreadable, "num_slots": self.num_slots,
+                "mask_sources": self.mask_sources}
 
 
 def open_reader(settings: dict[str, Any], ground_truth: dict[str, Any] | None = None):
@@ -108,9 +110,11 @@ def read_part(path: Path) -> list[tuple[str, dict[str, np.ndarray], np.ndarray]]
     """(key, {source: map}, slots) of every image of a part, in order."""
     with np.load(path) as stored:
         count = len({name.split(".", 1)[0] for name in stored.files})
+        # a model without an MLP decoder (the official release) stores slot attention only
+        sources = [source for source in MASK_SOURCES if f"0.{source}" in stored.files]
         out = []
         for i in range(count):
-            masks = {source: stored[f"{i}.{source}"].astype(np.int64) for source in MASK_SOURCES}
+            masks = {source: stored[f"{i}.{source}"].astype(np.int64) for source in sources}
             out.append((str(stored[f"{i}.key"]), masks, stored[f"{i}.slots"].astype(np.float32)))
     return out
 

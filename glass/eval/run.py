@@ -43,7 +43,14 @@ def open_readers(evaluate: EvaluateParams, predictions: Predictions,
     """The ground-truth readers of ``names``, where the predictions were read, with the
     ground-truth conventions of ``evaluate.metrics``."""
     readers = {}
+    source = evaluate.metrics.conventions.mask_source
     for name in sorted(names):
+        stored = predictions.dataset(name).mask_sources
+        if source not in stored:
+            raise InvalidInput(
+                f"evaluate.metrics.conventions.mask_source is {source!r}, but the predictions of "
+                f"{name} hold only {stored} (the model has no MLP decoder, as an official "
+                "checkpoint): set it to slot_attention")
         truth = evaluate.metrics.ground_truth.get(name)
         readers[name] = open_reader(predictions.dataset(name).reader,
                                     truth.reader_params() if truth else None)

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-IGNORE_LABEL = 255
-BACKGROUND_LABEL = 0
+from glass.shard_format import UNSURE_LABEL
 
 Match = tuple[int, int]  # (slot index, segment index)
 
@@ -32,7 +31,7 @@ def pseudo_mask_segments(mask: torch.Tensor | np.ndarray) -> tuple[torch.Tensor,
     mask = torch.as_tensor(mask)
     if mask.ndim != 2:
         raise ValueError(f"expected a pseudo mask of shape (H, W), got {tuple(mask.shape)}")
-    valid = mask != IGNORE_LABEL
+    valid = mask != UNSURE_LABEL
     labels = torch.unique(mask[valid])  # sorted ascending
     segments = mask.unsqueeze(0) == labels.view(-1, 1, 1)
     return segments, valid

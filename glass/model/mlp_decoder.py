@@ -6,8 +6,11 @@ feature vector plus one alpha logit. The alphas are softmaxed over the slots and
 is the alpha-weighted sum of the slots' features. The instance-guidance loss is the MSE between the
 reconstruction and the (frozen) encoder features.
 
-Paper Table 10: 3 layers, hidden 1536 (DINOSAUR used 2048). "Layers" counts Linear layers, as in
-DINOSAUR's own tables: Linear(slot, 1536) → ReLU → Linear(1536, 1536) → ReLU → Linear(1536, D + 1).
+Paper Table 10: "3 layers", hidden 1536 (DINOSAUR used 2048). We read the 3 as hidden layers,
+as the only public GLASS implementation builds it (the official ``build_mlp``, which ocl's DINOSAUR
+COCO config matches): Linear(slot, 1536) → ReLU → Linear(1536, 1536) → ReLU → Linear(1536, 1536)
+→ ReLU → Linear(1536, D + 1), i.e. 4 Linear layers, every bias initialised to zero
+(docs/paper-facts.md "Model").
 """
 
 from __future__ import annotations
@@ -38,19 +41,21 @@ class MLPDecoder(ModelMixin, ConfigMixin):
         feature_dim: int,
         num_tokens: int,
         hidden_size: int = 1536,
-        num_layers: int = 3,
+        num_hidden_layers: int = 3,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if num_hidden_layers < 1:
+            raise ValueError(f"num_hidden_layers must be at least 1, got {num_hidden_layers}")
         # DINOSAUR's init: N(0, 0.02²).
         self.position_embedding = nn.Parameter(torch.randn(1, 1, num_tokens, slot_size) * 0.02)
-        widths = [slot_size] + [hidden_size] * (num_layers - 1) + [feature_dim + 1]
+        widths = [slot_size] + [hidden_size] * num_hidden_layers + [feature_dim + 1]
         layers: list[nn.Module] = []
         for index, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
             if index:
                 layers.append(nn.ReLU())
-            layers.append(nn.Linear(width_in, width_out))
+            linear = nn.Linear(width_in, width_out)
+            nn.init.zeros_(linear.bias)   # as the official build_mlp
+            layers.append(linear)
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, slots: torch.Tensor) -> MLPDecoderOutput:

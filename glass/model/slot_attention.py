@@ -8,8 +8,9 @@ which the supplement says GLASS is "akin to":
 2. LayerNorm → MLP (hidden = input size) → LayerNorm on the inputs;
 3. slots start from one shared Gaussian with learned mean and log-sigma (xavier-uniform init);
 4. each of ``num_iterations`` rounds: LayerNorm the slots, dot-product attention with the keys
-   scaled by slot_size^-0.5, softmax over the SLOTS (slots compete for tokens), + ε, renormalise
-   over the inputs (weighted mean of the values), GRUCell update, residual MLP with LayerNorm;
+   scaled by slot_size^-0.5, softmax over the SLOTS (slots compete for tokens; with several heads,
+   jointly over heads × slots), + ε, renormalise over the inputs (weighted mean of the values),
+   GRUCell update (its hidden state the slots before the LayerNorm), residual MLP with LayerNorm;
 5. output LayerNorm + Linear slot_size → output_dim (1024 = SD 2.1's cross-attention width).
 
 The masks used for guidance and evaluation are the last iteration's softmax-over-slots attention
@@ -133,7 +134,10 @@ class SlotAttention(ModelMixin, ConfigMixin):
         queries = self.project_q(self.slot_norm(slots))
         queries = queries.view(batch, num_slots, heads, slot_size // heads).transpose(1, 2)
         logits = queries @ keys.transpose(-1, -2)            # (B, heads, K, N)
-        attention = logits.softmax(dim=2)                     # over the slots
+        # softmax jointly over heads × slots: heads compete for a token as slots do (LSD, the
+        # official GLASS code and ocl; with the paper's one head this is a softmax over slots)
+        attention = logits.reshape(batch, heads * num_slots, -1).softmax(dim=1)
+        attention = attention.view(batch, heads, num_slots, -1)
         # Weighted mean over the inputs: + ε, renormalise over N (paper Eq. 1).
         weights = attention + self.config.epsilon
         weights = weights / weights.sum(dim=-1, keepdim=True)
@@ -141,7 +145,9 @@ class SlotAttention(ModelMixin, ConfigMixin):
         slots = self.gru(updates, slots.reshape(batch * num_slots, slot_size))
         slots = slots.view(batch, num_slots, slot_size)
         slots = slots + self.update_mlp(self.update_norm(slots))
-        return slots, attention.mean(dim=1)
+        # summed over heads: each token's distribution over slots (the official evaluation takes
+        # the mean over heads, which has the same argmax)
+        return slots, attention.sum(dim=1)
 
 
 def cartesian_grid(rows: int, columns: int, device: torch.device | None = None,

@@ -18,9 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from glass.errors import InvalidInput
+from glass.shard_format import BACKGROUND_LABEL, UNSURE_LABEL
 
-UNSURE = 255
-BACKGROUND = 0
 
 
 def self_attention_grid(n: int, cross_shape: tuple[int, int]) -> tuple[int, int]:
@@ -53,8 +52,8 @@ def label_from_objectness(maps: torch.Tensor, low: float, high: float) -> np.nda
     """(K, H, W) normalised maps → uint8 labels: 0 background, 1..K class, 255 unsure."""
     objectness, strongest = maps.max(dim=0)
     labels = (strongest + 1).to(torch.uint8)
-    labels[objectness < high] = UNSURE
-    labels[objectness < low] = BACKGROUND
+    labels[objectness < high] = UNSURE_LABEL
+    labels[objectness < low] = BACKGROUND_LABEL
     return labels.cpu().numpy()
 
 

@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import re
-import tarfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,11 @@ import numpy as np
 from PIL import Image
 
 from glass.errors import InvalidInput
-from glass.io import file_sha256, publish_directory, read_jsonl, write_json, write_jsonl
+from glass.io import file_sha256, fingerprint, publish_directory, read_jsonl, write_json, write_jsonl
 from glass.seeding import sample_seed
+from glass.shard_format import (BACKGROUND_LABEL, MASK_MEMBER, UNSURE_LABEL, read_samples)
 from glass.synth.params import GeneratorSettings, SynthParams
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
-from glass.synth.shards import settings_fingerprint
 from glass.viz import save_grid
 
 log = logging.getLogger(__name__)
@@ -75,17 +74,15 @@ def run_fingerprint(synth: SynthParams, generator: GeneratorSettings, seed: int,
                             "no_class_prompts": synth.no_class_prompts,
                             "max_samples": synth.max_samples},
                 "shards": {"shard_size": synth.shard_size, "jpeg_quality": synth.jpeg_quality}}
-    return settings_fingerprint(relevant)[:16]
+    return fingerprint(relevant, 16)
 
 
 def _iter_shard_samples(shard_dir: Path):
     """(shard index, key, {extension: bytes}) for every sample of every shard, in shard order."""
     for index, tar_path in enumerate(sorted(shard_dir.glob("shard-*.tar"))):
-        grouped: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(tar_path) as tar:
-            for member in tar.getmembers():
-                key, _, extension = member.name.partition(".")
-                grouped.setdefault(key, {})[extension] = tar.extractfile(member).read()
+        grouped, error = read_samples(tar_path)
+        if error:
+            raise InvalidInput(f"{tar_path}: {error}; rerun the synthesize stage")
         for key, members in grouped.items():
             yield index, key, members
 
@@ -96,13 +93,13 @@ def mask_statistics(shard_dir: Path, grid_path: Path | None, grid_rows: int = 8)
     unsure, background, labelled_classes, classes_per_sample = [], [], [], []
     without_mask, rows, grid_shards = 0, [], set()
     for shard_index, key, members in _iter_shard_samples(shard_dir):
-        if "mask.png" not in members:
+        if MASK_MEMBER not in members:
             without_mask += 1
             continue
-        mask = np.asarray(Image.open(io.BytesIO(members["mask.png"])))
-        unsure.append(float((mask == 255).mean()))
-        background.append(float((mask == 0).mean()))
-        present = set(np.unique(mask).tolist()) - {0, 255}
+        mask = np.asarray(Image.open(io.BytesIO(members[MASK_MEMBER])))
+        unsure.append(float((mask == UNSURE_LABEL).mean()))
+        background.append(float((mask == BACKGROUND_LABEL).mean()))
+        present = set(np.unique(mask).tolist()) - {BACKGROUND_LABEL, UNSURE_LABEL}
         labelled_classes.append(len(present))
         meta = json.loads(members["json"])
         classes_per_sample.append(len(meta.get("classes", [])))

@@ -16,7 +16,7 @@ import numpy as np
 
 from glass.errors import InvalidInput
 from glass.devices import resolve_device
-from glass.synth.pseudo_mask import BACKGROUND, UNSURE
+from glass.shard_format import BACKGROUND_LABEL, UNSURE_LABEL
 from glass.tiny.sam2 import load_sam2  # top level so the stage's dependency list includes it
 
 # sam2's SAM2AutomaticMaskGenerator defaults (sam2 1.1.0), chosen there for the Hiera-L model.
@@ -62,7 +62,7 @@ def label_sam_masks(sam_masks: list[np.ndarray], attention_mask: np.ndarray,
         if mask.shape != attention_mask.shape:
             raise InvalidInput(f"SAM mask {index} has shape {mask.shape}, the attention mask "
                              f"{attention_mask.shape}")
-    labels = np.full(attention_mask.shape, BACKGROUND, dtype=np.uint8)
+    labels = np.full(attention_mask.shape, BACKGROUND_LABEL, dtype=np.uint8)
     areas = np.array([mask.sum() for mask in masks], dtype=np.int64)
     for index in np.argsort(-areas, kind="stable"):   # largest first: small masks end on top
         mask = masks[index]
@@ -73,14 +73,14 @@ def label_sam_masks(sam_masks: list[np.ndarray], attention_mask: np.ndarray,
 def sam_mask_label(covered: np.ndarray, min_class_overlap: float) -> int:
     """The label of one SAM mask from the attention labels of the pixels it covers (rules 1-2)."""
     if covered.size == 0:
-        return BACKGROUND
-    votes = np.bincount(covered, minlength=UNSURE + 1)
-    votes[UNSURE] = 0
+        return BACKGROUND_LABEL
+    votes = np.bincount(covered, minlength=UNSURE_LABEL + 1)
+    votes[UNSURE_LABEL] = 0
     if votes.sum() == 0:
-        return BACKGROUND
+        return BACKGROUND_LABEL
     winner = int(np.argmax(votes))   # argmax picks the smallest label among ties
-    if winner == BACKGROUND or votes[winner] < min_class_overlap * covered.size:
-        return BACKGROUND
+    if winner == BACKGROUND_LABEL or votes[winner] < min_class_overlap * covered.size:
+        return BACKGROUND_LABEL
     return winner
 
 

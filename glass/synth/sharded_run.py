@@ -11,7 +11,6 @@ its samples. The manifest is written last, so its presence means the run is comp
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -31,15 +30,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from glass.errors import GlassError, InvalidInput, StageFailed
+from glass.io import fingerprint as digest
 from glass.synth.generator import Generator, SkipSample, SynthSample, synthesis_seed
 from glass.synth.params import GeneratorSettings
 from glass.synth.shards import (
-    canonical_json_bytes,
     completed_sidecar,
     encode_sample,
     plan_shards,
     remove_stale_files,
-    settings_fingerprint,
     shard_name,
     write_manifest,
     write_shard,
@@ -400,8 +398,8 @@ def plan_jobs(records: list[dict], shard_size: int, fingerprint: str) -> list[Sh
     jobs = []
     for index, keys in enumerate(plan_shards([record["key"] for record in records], shard_size)):
         shard_records = [by_key[key] for key in keys]
-        inputs = canonical_json_bytes({"settings": fingerprint, "records": shard_records})
-        jobs.append(ShardJob(shard_name(index), shard_records, hashlib.sha256(inputs).hexdigest()))
+        inputs_sha256 = digest({"settings": fingerprint, "records": shard_records})
+        jobs.append(ShardJob(shard_name(index), shard_records, inputs_sha256))
     return jobs
 
 
@@ -426,7 +424,7 @@ def run_sharded_synthesis(records: list[dict], generator_spec: GeneratorSpec,
     out_dir = Path(out_dir).absolute()
     settings_record = run_settings(generator_spec, shard_size=shard_size, seed=seed,
                                    jpeg_quality=jpeg_quality, store_attention=store_attention)
-    own_fingerprint = settings_fingerprint(settings_record)
+    own_fingerprint = digest(settings_record)
     jobs = plan_jobs(records, shard_size, f"{own_fingerprint}:{fingerprint}")
     settings = SynthesisSettings(seed=seed, batch_size=batch_size, jpeg_quality=jpeg_quality,
                                  store_attention=store_attention)

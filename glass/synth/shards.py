@@ -1,11 +1,6 @@
 """WebDataset shards of synthesised samples: planning, encoding, atomic writing, resume checks.
 
-Layout of an output directory::
-
-    shard-000000.tar    per sample: <key>.jpg, <key>.json, <key>.mask.png, <key>.attn.npy
-    shard-000000.json   sidecar: keys, skipped prompts with reasons, sha256 of the tar
-    ...
-    manifest.json       written last: every shard's summary, totals, the run's settings
+The layout is ``glass.shard_format``'s (shared with the training loader).
 
 Every byte of a shard is a function of its samples only (fixed tar headers, sorted members, no
 timestamps), so shards are identical whatever the worker count, batch size or resume history.
@@ -15,11 +10,9 @@ one; a ``.tar.tmp`` left by a crash is never taken for a finished shard.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import re
 import tarfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,40 +22,21 @@ import numpy as np
 from PIL import Image
 
 from glass.errors import InvalidInput
-from glass.io import atomic_open, file_sha256, write_json
+from glass.io import atomic_open, canonical_json, file_sha256, jsonable, write_json
+from glass.io import fingerprint as settings_digest
+from glass.shard_format import (MANIFEST_FORMAT, MANIFEST_NAME, SHARD_PATTERN, read_sidecar,
+                                shard_name, sidecar_path, validate_key)
 from glass.synth.generator import SynthSample
 
-SHARD_PATTERN = re.compile(r"^shard-(\d{6})\.(tar|json|tar\.tmp)$")
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "glass-synth-shards/1"
+__all__ = ["MANIFEST_FORMAT", "MANIFEST_NAME", "SHARD_PATTERN", "read_sidecar", "shard_name",
+           "sidecar_path", "validate_key"]   # re-exported: the writer's side of the format
+
 TMP_SUFFIX = ".tmp"
-# Characters WebDataset reserves in a member name: the key ends at the first '.', and a '/'
-# would make part of the key a directory.
-_FORBIDDEN_KEY_CHARS = (".", "/", "\\", "\0")
 
 
 # ---------------------------------------------------------------------------------------------
 # Planning
 # ---------------------------------------------------------------------------------------------
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:06d}.tar"
-
-
-def sidecar_path(tar_path: str | os.PathLike) -> Path:
-    """``shard-000123.tar`` → ``shard-000123.json``."""
-    return Path(tar_path).with_suffix(".json")
-
-
-def validate_key(key: object) -> str:
-    if not isinstance(key, str) or not key:
-        raise InvalidInput(f"sample key must be a non-empty string, got {key!r}")
-    bad = [c for c in _FORBIDDEN_KEY_CHARS if c in key]
-    if bad:
-        raise InvalidInput(f"sample key {key!r} contains {bad}: WebDataset keys may not contain "
-                         "'.', '/' or '\\' (the key ends at the first '.' of a member name)")
-    return key
 
 
 def plan_shards(keys: list[str], shard_size: int) -> list[list[str]]:
@@ -86,23 +60,6 @@ def plan_shards(keys: list[str], shard_size: int) -> list[list[str]]:
 # ---------------------------------------------------------------------------------------------
 # Encoding one sample
 # ---------------------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars/arrays in backend metadata → plain JSON types (anything else is an error)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value)
-    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON serialisable")
-
-
-def canonical_json_bytes(obj: Any) -> bytes:
-    """Sorted keys, fixed separators, no NaN: equal data gives equal bytes."""
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False, default=_jsonable).encode("utf-8")
 
 
 def encode_sample(sample: SynthSample, *, jpeg_quality: int,
@@ -131,7 +88,7 @@ def encode_sample(sample: SynthSample, *, jpeg_quality: int,
     metadata = dict(sample.metadata)
     metadata.update(key=sample.key, classes=list(sample.classes),
                     has_mask=sample.mask is not None, has_attention=attention is not None)
-    members["json"] = canonical_json_bytes(metadata)
+    members["json"] = canonical_json(metadata).encode("utf-8")
     return members
 
 
@@ -221,16 +178,6 @@ def write_shard(path: str | os.PathLike, encoded_samples: Mapping[str, Mapping[s
 # ---------------------------------------------------------------------------------------------
 
 
-def read_sidecar(tar_path: str | os.PathLike) -> dict[str, Any] | None:
-    """The shard's sidecar, or None when it is missing or unreadable."""
-    try:
-        with open(sidecar_path(tar_path), encoding="utf-8") as handle:
-            sidecar = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return sidecar if isinstance(sidecar, dict) else None
-
-
 def completed_sidecar(tar_path: str | os.PathLike, planned_keys: list[str],
                       inputs_sha256: str | None) -> dict[str, Any] | None:
     """The sidecar of a finished shard that can be kept as is, else None (redo the shard).
@@ -286,9 +233,6 @@ def remove_stale_files(out_dir: str | os.PathLike, planned_names: Iterable[str])
 # ---------------------------------------------------------------------------------------------
 
 
-def settings_fingerprint(settings: Mapping[str, Any]) -> str:
-    return hashlib.sha256(canonical_json_bytes(dict(settings))).hexdigest()
-
 
 def build_manifest(sidecars: list[Mapping[str, Any]], settings: Mapping[str, Any],
                    fingerprint: str | None = None) -> dict:
@@ -302,7 +246,7 @@ def build_manifest(sidecars: list[Mapping[str, Any]], settings: Mapping[str, Any
     return {
         "format": MANIFEST_FORMAT,
         "settings": dict(settings),
-        "fingerprint": fingerprint if fingerprint is not None else settings_fingerprint(settings),
+        "fingerprint": fingerprint if fingerprint is not None else settings_digest(settings),
         "shards": shards,
         "total_shards": len(shards),
         "total_prompts": num_samples + num_skipped,
@@ -317,6 +261,6 @@ def write_manifest(out_dir: str | os.PathLike, sidecars: list[Mapping[str, Any]]
     manifest = build_manifest(sidecars, settings, fingerprint)
     with atomic_open(Path(out_dir) / MANIFEST_NAME, "w", encoding="utf-8") as handle:
         json.dump(manifest, handle, sort_keys=True, ensure_ascii=False, indent=2,
-                  default=_jsonable)
+                  default=jsonable)
         handle.write("\n")
     return manifest

@@ -16,7 +16,7 @@ from glass.errors import InvalidInput
 from glass.data.toy_world import TOY_CLASS_STYLES, ToyWorldConfig, render_scene, sample_scene
 from glass.synth.generator import SkipSample, SynthSample, label_to_coco_id
 from glass.synth.params import SynthToyParams
-from glass.synth.pseudo_mask import UNSURE
+from glass.shard_format import UNSURE_LABEL
 
 
 def mark_boundaries_unsure(labels: np.ndarray, band: int) -> np.ndarray:
@@ -26,7 +26,7 @@ def mark_boundaries_unsure(labels: np.ndarray, band: int) -> np.ndarray:
         return out
     size = 2 * band + 1
     boundary = ndimage.maximum_filter(labels, size=size) != ndimage.minimum_filter(labels, size=size)
-    out[boundary] = UNSURE
+    out[boundary] = UNSURE_LABEL
     return out
 
 

@@ -37,12 +37,10 @@ applied identically to image and mask.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
 import math
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,16 +52,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from glass.errors import InvalidInput, StageFailed
-from glass.io import file_sha256
+from glass.io import file_sha256, fingerprint
 from glass.seeding import sample_rng, sample_seed
-from glass.synth.shards import MANIFEST_FORMAT, MANIFEST_NAME, SHARD_PATTERN, sidecar_path
+from glass.shard_format import (MANIFEST_FORMAT, MANIFEST_NAME, SHARD_PATTERN,
+                                UNSURE_LABEL, read_samples, sidecar_path)
 
 log = logging.getLogger(__name__)
 
 ON_CORRUPT = ("raise", "skip")
 VERIFY = ("sha256", "size", "none")
 _END = object()  # end of an epoch's batches
-UNSUPERVISED = 255  # the pseudo-mask value the losses ignore (glass-facts "Pseudo masks")
 
 
 class ShardError(StageFailed):
@@ -110,8 +108,7 @@ class ShardIndex:
 
     def fingerprint(self) -> str:
         """Digest of the shards used (names and contents): a resumed stream must see the same."""
-        text = "\n".join(f"{shard.name} {shard.sha256}" for shard in self.shards)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return fingerprint([[shard.name, shard.sha256] for shard in self.shards], 16)
 
 
 def _check_shard(shard_dir: Path, entry: dict, verify: str) -> ShardInfo:
@@ -242,20 +239,6 @@ def dataloader_batch_order(batches_per_worker: Sequence[int]) -> list[int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_members(shard: ShardInfo, wanted: set[str]) -> tuple[dict[str, dict[str, bytes]], str]:
-    """{key: {extension: bytes}} of the wanted keys, and an error text if the tar broke off."""
-    found: dict[str, dict[str, bytes]] = {}
-    try:
-        with tarfile.open(shard.path, "r:") as tar:
-            for member in tar:  # headers only; data of unwanted members is seeked over
-                key, _, extension = member.name.partition(".")
-                if key in wanted and member.isfile():
-                    found.setdefault(key, {})[extension] = tar.extractfile(member).read()
-    except (tarfile.TarError, OSError, EOFError) as error:
-        return found, f"unreadable tar ({type(error).__name__}: {error})"
-    return found, ""
-
-
 def _square(image: Image.Image) -> Image.Image:
     # Generated images are square; a non-square one is centre-cropped (as the evaluation crops)
     # rather than distorted, and its mask gets the same crop.
@@ -290,7 +273,7 @@ def decode_sample(members: dict[str, bytes], *, image_size: int, mask_size: int,
             mask_image = _square(raw).resize((mask_size, mask_size), Image.NEAREST)
         mask = np.asarray(mask_image, dtype=np.uint8)
     else:
-        mask = np.full((mask_size, mask_size), UNSUPERVISED, dtype=np.uint8)
+        mask = np.full((mask_size, mask_size), UNSURE_LABEL, dtype=np.uint8)
     if flip:
         pixels, mask = pixels[:, ::-1], mask[:, ::-1]
     return np.ascontiguousarray(pixels), np.ascontiguousarray(mask), has_mask
@@ -407,7 +390,7 @@ class ShardEpoch(IterableDataset):
         for shard_position in sorted({p.shard for p in samples}):
             shard = self.index.shards[shard_position]
             wanted = {p.key for p in samples if p.shard == shard_position}
-            found, error = _read_members(shard, wanted)
+            found, error = read_samples(shard.path, wanted)
             members.update(found)
             for key in wanted - set(found):
                 broken[key] = error or "not in the tar"
@@ -553,8 +536,7 @@ class InfiniteBatches:
         decisive = {k: self.options[k] for k in ("batch_size", "num_workers", "seed",
                                                  "num_processes", "flip", "shuffle_group")}
         decisive["num_workers"] = max(1, int(decisive["num_workers"]))
-        text = json.dumps({"shards": self.index.fingerprint(), **decisive}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return fingerprint({"shards": self.index.fingerprint(), **decisive}, 16)
 
     def __iter__(self) -> "InfiniteBatches":
         return self

@@ -20,7 +20,6 @@ is removed. Size: 32×32 tokens × 768 × 2 bytes = 1.5 MiB per entry at 448 px.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -32,7 +31,8 @@ import numpy as np
 import torch
 
 from glass.errors import InvalidInput
-from glass.synth.shards import validate_key
+from glass.io import fingerprint
+from glass.shard_format import validate_key
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class FeatureCache:
             raise InvalidInput("encoder_fingerprint must be a non-empty string (encoder model "
                              "reference + image size)")
         self.fingerprint = encoder_fingerprint
-        digest = hashlib.sha256(encoder_fingerprint.encode()).hexdigest()[:16]
+        digest = fingerprint(encoder_fingerprint, 16)
         self.root = Path(cache_dir) / f"enc-{digest}"
         self.root.mkdir(parents=True, exist_ok=True)
         marker = self.root / FINGERPRINT_FILE
@@ -71,7 +71,7 @@ class FeatureCache:
 
     def path(self, key: str, flipped: bool = False) -> Path:
         validate_key(key)
-        bucket = hashlib.sha256(key.encode()).hexdigest()[:2]  # ≤ 256 entries per folder level
+        bucket = fingerprint(key, 2)  # ≤ 256 entries per folder level
         return self.root / bucket / f"{key}{'.flip' if flipped else ''}.npy"
 
     def has(self, key: str, flipped: bool = False) -> bool:

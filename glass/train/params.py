@@ -20,7 +20,8 @@ class ModelParams(Params):
     slot_size: int = param(768, min=1)
     mlp_hidden_size: int = param(768, min=1)
     mlp_decoder_hidden_size: int = param(1536, min=1)   # Table 10
-    mlp_decoder_layers: int = param(3, min=1)
+    # Table 10's "3 layers", read as the official code builds them: 3 hidden layers (4 Linear)
+    mlp_decoder_hidden_layers: int = param(3, min=1)
 
 
 @dataclass(frozen=True)

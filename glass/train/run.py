@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from glass.io import dumps_canonical, file_sha256, folder_digest
+from glass.io import file_sha256, fingerprint, folder_digest
 from glass.train.params import TrainParams
 
 
@@ -20,4 +19,4 @@ def run_fingerprint(phase: int, train: TrainParams, seed: int, refs: dict[str, s
         "shards": file_sha256(Path(shard_dir) / "manifest.json"),
         "init": folder_digest(init_dir) if init_dir else None,
     }
-    return hashlib.sha256(dumps_canonical(relevant).encode()).hexdigest()[:16]
+    return fingerprint(relevant, 16)

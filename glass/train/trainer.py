@@ -21,16 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from tqdm import tqdm
 
 from glass.errors import InvalidInput, StageFailed
-from glass.io import publish_directory, staging_directory, strip_library_fields, write_json
-from glass.model_reference import load_pretrained, portable_reference
 from glass.model.diffusion_decoder import DiffusionDecoder
 from glass.model.encoder import FrozenDinov2Encoder
 from glass.model.glass import GlassModel, GlassOutput, LossWeights
+from glass.model.inference import slot_masks_to_labels, upsample_masks
 from glass.model.mlp_decoder import MLPDecoder
 from glass.model.slot_attention import SlotAttention
 from glass.seeding import sample_seed
@@ -87,14 +85,15 @@ def build_model(train: TrainParams, seed: int, refs: dict[str, str], phase: int,
         mlp_decoder = MLPDecoder(
             slot_size=sizes.slot_size, feature_dim=encoder.feature_dim,
             num_tokens=int(np.prod(encoder.grid_size)),
-            hidden_size=sizes.mlp_decoder_hidden_size, num_layers=sizes.mlp_decoder_layers)
+            hidden_size=sizes.mlp_decoder_hidden_size,
+            num_hidden_layers=sizes.mlp_decoder_hidden_layers)
     else:
         if init_dir is None:
             raise ValueError("phase 2 needs phase 1's output folder")
-        slot_attention = load_pretrained(SlotAttention, init_dir / "slot_attention",
-                                         "phase 1's slot attention")
-        mlp_decoder = load_pretrained(MLPDecoder, init_dir / "mlp_decoder",
-                                      "phase 1's MLP decoder")
+        phase1 = GlassModel.from_pretrained(init_dir, with_encoder=False)
+        if phase1.mlp_decoder is None:
+            raise InvalidInput(f"{init_dir} has no MLP decoder to continue training")
+        slot_attention, mlp_decoder = phase1.slot_attention.train(), phase1.mlp_decoder.train()
     return GlassModel(encoder, slot_attention, mlp_decoder, decoder)
 
 
@@ -116,9 +115,8 @@ def parameter_groups(model: GlassModel, phase: int, train: TrainParams) -> list[
 def _upsampled_argmax(masks: torch.Tensor, grid_size: tuple[int, int],
                       size: tuple[int, int]) -> torch.Tensor:
     """(B, K, N) soft masks over the token grid → (B, H, W) slot index + 1 (0 stays free for
-    the palette's black), bilinear upsampling then argmax as in the evaluation."""
-    maps = masks.detach().float().cpu().reshape(-1, masks.shape[1], *grid_size)
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False).argmax(dim=1) + 1
+    the palette's black), as in the evaluation."""
+    return slot_masks_to_labels(upsample_masks(masks.detach().cpu(), grid_size, size)) + 1
 
 
 def slot_mask_grid_rows(batch: dict, attention: torch.Tensor, grid_size: tuple[int, int],
@@ -174,33 +172,6 @@ def check_finite(terms: dict[str, torch.Tensor], step: int, keys: list[str]) -> 
         raise NonFiniteLoss(f"non-finite loss at step {step}: {bad}; batch samples: {shown}. The "
                             "last good checkpoint is intact; lower the learning rate or check "
                             "these samples")
-
-
-def save_trained_modules(model: GlassModel, out_dir: Path, phase: int, refs: dict[str, str],
-                         encoder_image_size: int, decoder_image_size: int,
-                         data_skipped: dict | None = None) -> None:
-    """from_pretrained-loadable modules plus a reference file for the frozen parts, built
-    beside ``out_dir`` and renamed into place when complete. ``data_skipped``: the corrupt
-    shards and samples training left out (``train.data.on_corrupt: skip``), recorded in
-    ``glass.json`` so that a trained folder says what it was not trained on."""
-    out_dir = Path(out_dir)
-    with staging_directory(out_dir) as staged:
-        model.slot_attention.save_pretrained(staged / "slot_attention")
-        model.mlp_decoder.save_pretrained(staged / "mlp_decoder")
-        if phase == 2:
-            model.decoder.unet.save_pretrained(staged / "unet")
-        # without version fields and load paths, the saved modules are the same bytes in every
-        # clone and environment (DVC hashes and dvc.lock do not depend on them)
-        strip_library_fields(staged)
-        info = {"phase": phase, "encoder": portable_reference(refs["encoder"], out_dir),
-                "stable_diffusion": portable_reference(refs["stable_diffusion"], out_dir),
-                "unet": "unet" if phase == 2 else None,
-                "encoder_image_size": int(encoder_image_size),
-                "decoder_image_size": int(decoder_image_size)}
-        if data_skipped and (data_skipped.get("shards") or data_skipped.get("samples")):
-            info["data_skipped"] = data_skipped
-        write_json(staged / "glass.json", info)
-        publish_directory(staged, out_dir)
 
 
 def trim_live_history(live_dir: Path, last_step: int) -> int:
@@ -364,9 +335,12 @@ def train_phase(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        save_trained_modules(accelerator.unwrap_model(model), out_dir, phase, refs,
-                             train.model.encoder_image_size, train.model.decoder_image_size,
-                             data_skipped=skipped)
+        # the trained folder: ``data_skipped`` (corrupt shards and samples left out under
+        # train.data.on_corrupt: skip) says what the model was not trained on
+        accelerator.unwrap_model(model).save_pretrained(
+            out_dir, phase=phase, references=refs,
+            encoder_image_size=train.model.encoder_image_size,
+            decoder_image_size=train.model.decoder_image_size, data_skipped=skipped)
         elapsed = time.perf_counter() - started
         log.info("phase %d done: %d steps (%d in this run, %.0f s), last losses %s; skipped %d "
                  "shard(s) and %d sample(s); modules in %s", phase, state.step,

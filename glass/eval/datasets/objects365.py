@@ -27,8 +27,6 @@ is loaded only when some image is not cached.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -42,7 +40,7 @@ from glass.errors import InvalidInput, MissingInput
 from glass.data.images import DEFAULT_MAX_IMAGE_PIXELS, UnreadableImage
 from glass.eval.datasets.sample import (DEFAULT_CROWD, DEFAULT_OVERLAP, Preprocess,
                                         UnreadableSample, require)
-from glass.io import atomic_open, file_sha256, write_json
+from glass.io import atomic_open, file_sha256, fingerprint, write_json
 from glass.model_reference import REFERENCE_FILE, model_reference
 # glass.tiny.sam2 imports only torch/omegaconf at the top (sam2 itself lazily): cheap to import
 # here, and a stage's dependency list (tools/sync_stage_deps.py) then sees it
@@ -116,8 +114,7 @@ class Sam2BoxMasks:
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             settings = self.settings()
-            text = json.dumps(settings, sort_keys=True)
-            self._fingerprint = hashlib.sha256(text.encode()).hexdigest()
+            self._fingerprint = fingerprint(settings)
             if self.cache_dir is not None:
                 record = self.cache_dir / self._fingerprint[:16] / "settings.json"
                 if not record.exists():

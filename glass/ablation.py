@@ -19,7 +19,7 @@ from glass.data.toy_world import write_coco_dataset
 from glass.eval.datasets import Preprocess, ToyInstances
 from glass.eval.discovery import image_tensor
 from glass.eval.object_discovery import mean_metrics, object_discovery, same_class_merged
-from glass.eval.trained_model import TrainedGlass
+from glass.model import GlassModel
 from glass.io import atomic_open, write_json
 from glass.seeding import sample_rng
 from glass.synth.params import GeneratorSettings, SynthToyParams
@@ -68,11 +68,11 @@ def prepare_data(work_dir: Path, synth_toy: SynthToyParams, train_samples: int,
 
 
 def evaluate(model_dir: Path, eval_dir: Path, seed: int) -> dict[str, float]:
-    model = TrainedGlass(model_dir, seed=seed)
+    model = GlassModel.from_pretrained(model_dir)
     per_image, merged = [], []
     # full resolution: the toy images are already the encoder's size
     for sample in ToyInstances(eval_dir, split="val", preprocess=Preprocess(resolution=None)):
-        pred = model.predict_masks(image_tensor(sample), [sample.key])[0]
+        pred = model.predict_labels(image_tensor(sample), [sample.key], seed)[0].numpy()
         per_image.append(object_discovery(pred, sample.instances, ignore=sample.ignore,
                                           include_background=True))
         verdict = same_class_merged(pred, sample.instances, sample.instance_classes,
