@@ -40,7 +40,7 @@ from glass.synth.sharded_run import (  # noqa: E402
     run_settings,
     run_sharded_synthesis,
 )
-from glass.synth.shards import settings_fingerprint  # noqa: E402
+from glass.io import fingerprint  # noqa: E402
 
 TARGET_RATIO = 1.6
 TOY_CLASSES = [["kite"], ["tv", "pizza"], ["donut", "kite"], ["umbrella", "frisbee"],
@@ -60,7 +60,7 @@ def steady_state_seconds(records: list[dict], spec: GeneratorSpec, out_dir: Path
     time, seconds to start the workers)."""
     settings_record = run_settings(spec, shard_size=args.shard_size, seed=0,
                                    jpeg_quality=args.jpeg_quality, store_attention=False)
-    jobs = plan_jobs(records, args.shard_size, settings_fingerprint(settings_record))
+    jobs = plan_jobs(records, args.shard_size, fingerprint(settings_record))
     settings = SynthesisSettings(seed=0, batch_size=args.batch_size,
                                  jpeg_quality=args.jpeg_quality, store_attention=False)
     started = time.perf_counter()
