@@ -112,6 +112,49 @@ def parameter_groups(model: GlassModel, phase: int, train: TrainParams) -> list[
             {"params": unet, "lr": train.phase2.unet_lr, "name": "unet"}]
 
 
+def trained_prefixes(phase: int) -> tuple[str, ...]:
+    """The state-dict prefixes of the modules phase ``phase`` trains (``parameter_groups``)."""
+    return ("slot_attention.", "mlp_decoder.") + (("decoder.unet.",) if phase == 2 else ())
+
+
+def _unwrapped_key(key: str) -> str:
+    return key[len("module."):] if key.startswith("module.") else key   # DDP's prefix
+
+
+def checkpoint_weights_hook(phase: int):
+    """An accelerate save-state pre-hook keeping only the trained modules' weights: the frozen
+    encoder, VAE and (phase 1) UNet are the models stage's files already, and at paper size
+    would be 3.9 GiB of every checkpoint (docs/paper-facts.md "Training")."""
+    prefixes = trained_prefixes(phase)
+
+    def keep_trained(models, weights, output_dir) -> None:
+        for index, state in enumerate(weights):
+            weights[index] = {key: value for key, value in state.items()
+                              if _unwrapped_key(key).startswith(prefixes)}
+    return keep_trained
+
+
+def check_checkpoint_weights(folder: Path, model: torch.nn.Module, phase: int) -> None:
+    """Before resuming from ``folder`` (loaded with strict=False, as it holds only the trained
+    weights): its weights must be exactly this phase's trained ones, so nothing is silently
+    left at its initial value."""
+    from safetensors import safe_open
+
+    path = folder / "model.safetensors"
+    if not path.is_file():
+        raise StageFailed(f"checkpoint {folder} has no model.safetensors; delete it to start "
+                          "this phase again")
+    with safe_open(str(path), framework="pt") as handle:
+        stored = {_unwrapped_key(key) for key in handle.keys()}
+    expected = {key for key in (_unwrapped_key(k) for k in model.state_dict())
+                if key.startswith(trained_prefixes(phase))}
+    if stored != expected:
+        raise StageFailed(f"checkpoint {folder} holds other weights than phase {phase} trains "
+                          f"({len(stored - expected)} unexpected, {len(expected - stored)} "
+                          "missing); it was written by another version or phase: delete the "
+                          "scratch checkpoints to start this phase again")
+
+
 def _upsampled_argmax(masks: torch.Tensor, grid_size: tuple[int, int],
                       size: tuple[int, int]) -> torch.Tensor:
     """(B, K, N) soft masks over the token grid → (B, H, W) slot index + 1 (0 stays free for
@@ -223,10 +266,13 @@ def train_phase(phase: int, train: TrainParams, seed: int, refs: dict[str, str],
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainingState()
     accelerator.register_for_checkpointing(state)
+    accelerator.register_save_state_pre_hook(checkpoint_weights_hook(phase))
     checkpoint_dir = scratch_dir / "checkpoints"
     resumed = latest_checkpoint(checkpoint_dir)
     if resumed is not None:
-        accelerator.load_state(str(resumed[1]))
+        check_checkpoint_weights(resumed[1], model, phase)
+        # strict=False: the checkpoint holds the trained weights only (checked just above)
+        accelerator.load_state(str(resumed[1]), strict=False)
         log.info("phase %d: resumed from %s at step %d", phase, resumed[1], state.step)
         if accelerator.is_main_process:
             trimmed = trim_live_history(live_dir, state.step)

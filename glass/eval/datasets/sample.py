@@ -178,22 +178,29 @@ def compose_instances(shape: tuple[int, int], masks: list[np.ndarray], classes: 
 class Preprocess(Params):
     """How ground truth and image are brought to the evaluation resolution.
 
-    ``resolution``: the shortest side is resized to it (torchvision's ``Resize(int)`` rounding:
-    the long side becomes ``int(resolution * long / short)``), then with ``crop="center"`` a
-    ``resolution`` x ``resolution`` centre crop is taken (torchvision's ``CenterCrop`` offsets:
-    ``round((size - resolution) / 2)``). ``None`` = full resolution, nothing changes.
-    Label maps (instances, ignore) always use nearest neighbour, so no new ids appear;
-    the image uses ``image_resample`` (bilinear by default, as torchvision's ``Resize``).
-    Default = the official GLASS evaluation (glass-facts.md "Evaluation").
+    ``resolution``: the shortest side is resized to it, then with ``crop="center"`` a
+    ``resolution`` x ``resolution`` centre crop is taken; ``None`` = full resolution, nothing
+    changes. Label maps (instances, ignore) always use nearest neighbour, so no new ids appear.
+    ``rules`` says how exactly (docs/paper-facts.md "Evaluation"):
+
+    - ``official`` (default): the official GLASS evaluation's cv2 code, bit for bit: scale
+      factor ``max(r / h, r / w)``, sides ``int(round(h * factor))``, ``int(round(w * factor))``
+      (Python rounding), labels ``cv2.INTER_NEAREST`` (source index ``floor(dst * src / dst')``,
+      i.e. top-left sampling), image ``cv2.INTER_LINEAR`` (``INTER_CUBIC`` for
+      ``image_resample: bicubic``) without antialiasing, crop offset ``(size - r) // 2``;
+    - ``torchvision``: torchvision's ``Resize(int)`` + ``CenterCrop`` on PIL images: the long
+      side ``int(r * long / short)``, labels PIL ``NEAREST`` (pixel-centre sampling), image
+      PIL ``image_resample`` (antialiased), crop offset ``round((size - r) / 2)``.
     """
 
     resolution: int | None = param(OFFICIAL_RESOLUTION, min=1)
     crop: Literal["center", "none"] = "center"
     image_resample: Literal["bilinear", "bicubic"] = "bilinear"
+    rules: Literal["official", "torchvision"] = "official"
     # The official evaluation feeds the encoder its own view of the ORIGINAL image (short side to
-    # the encoder's input size, 448 for DINOv2 in GLASS, same centre crop) instead of upsampling the
-    # 256-px ground-truth crop (glass-facts "Evaluation"); None = the model sees ``image``. Set
-    # from the trained model by the evaluate stage, never in a params file.
+    # the encoder's input size, 448 for DINOv2 in GLASS, same rules and crop) instead of
+    # upsampling the 256-px ground-truth crop (docs/paper-facts.md "Evaluation"); None = the model
+    # sees ``image``. Set from the trained model by the evaluate stage, never in a params file.
     model_resolution: int | None = param(None, min=1, optional=True)
 
     def resized_size(self, height: int, width: int,
@@ -204,22 +211,47 @@ class Preprocess(Params):
             size = self.resolution
         if size is None:
             return height, width
+        if self.rules == "official":
+            factor = max(size / height, size / width)
+            return int(round(height * factor)), int(round(width * factor))
         if width <= height:
             return int(size * height / width), size
         return size, int(size * width / height)
+
+    def crop_offset(self, length: int, size: int) -> int:
+        """Where a centre crop of ``size`` starts along a side of ``length``."""
+        if self.rules == "official":
+            return (length - size) // 2
+        return int(round((length - size) / 2.0))
+
+    def resize_image(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
+        if self.rules == "official":
+            import cv2
+
+            interpolation = cv2.INTER_LINEAR if self.image_resample == "bilinear" \
+                else cv2.INTER_CUBIC
+            return cv2.resize(image, (width, height), interpolation=interpolation)
+        return np.asarray(Image.fromarray(image).resize((width, height),
+                                                        IMAGE_RESAMPLING[self.image_resample]))
+
+    def resize_labels(self, labels: np.ndarray, height: int, width: int) -> np.ndarray:
+        if self.rules == "official":
+            import cv2
+
+            return cv2.resize(np.ascontiguousarray(labels), (width, height),
+                              interpolation=cv2.INTER_NEAREST)
+        return resize_labels(labels, height, width)
 
     def model_input(self, image: np.ndarray) -> np.ndarray:
         """The encoder's view of the original ``image``: short side to ``model_resolution``,
         then the same kind of crop as the ground truth (so both cover the same region)."""
         height, width = image.shape[:2]
         new_height, new_width = self.resized_size(height, width, self.model_resolution)
-        resized = np.asarray(Image.fromarray(image).resize(
-            (new_width, new_height), IMAGE_RESAMPLING[self.image_resample]))
+        resized = self.resize_image(image, new_height, new_width)
         if self.crop != "center" or self.resolution is None:
             return resized
         size = self.model_resolution
-        top = int(round((new_height - size) / 2.0))
-        left = int(round((new_width - size) / 2.0))
+        top, left = self.crop_offset(new_height, size), self.crop_offset(new_width, size)
         return resized[top:top + size, left:left + size]
 
     def __call__(self, sample: EvalSample) -> EvalSample:
@@ -236,16 +268,17 @@ class Preprocess(Params):
         new_height, new_width = self.resized_size(height, width)
         image, instances, ignore = sample.image, sample.instances, sample.ignore
         if (new_height, new_width) != (height, width):
-            resample = IMAGE_RESAMPLING[self.image_resample]
-            image = np.asarray(Image.fromarray(image).resize((new_width, new_height), resample))
-            instances = resize_labels(instances, new_height, new_width).astype(np.int32)
-            ignore = resize_labels(ignore.astype(np.uint8), new_height, new_width).astype(bool)
+            image = self.resize_image(image, new_height, new_width)
+            instances = self.resize_labels(instances.astype(np.int32), new_height,
+                                           new_width).astype(np.int32)
+            ignore = self.resize_labels(ignore.astype(np.uint8), new_height,
+                                        new_width).astype(bool)
         top = left = 0
         out_height, out_width = new_height, new_width
         if self.crop == "center":
             out_height = out_width = self.resolution
-            top = int(round((new_height - out_height) / 2.0))
-            left = int(round((new_width - out_width) / 2.0))
+            top = self.crop_offset(new_height, out_height)
+            left = self.crop_offset(new_width, out_width)
             image = image[top:top + out_height, left:left + out_width]
             instances = instances[top:top + out_height, left:left + out_width]
             ignore = ignore[top:top + out_height, left:left + out_width]
@@ -266,7 +299,7 @@ class Preprocess(Params):
 
 def resize_labels(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Nearest-neighbour resize of an integer label map (PIL's NEAREST, like torchvision's
-    ``Resize(interpolation=NEAREST)`` on PIL images)."""
+    ``Resize(interpolation=NEAREST)`` on PIL images; the ``torchvision`` rules)."""
     labels = np.asarray(labels)
     mode_array = labels.astype(np.int32) if labels.dtype != np.uint8 else labels
     resized = Image.fromarray(mode_array).resize((width, height), Image.Resampling.NEAREST)
