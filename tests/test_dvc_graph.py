@@ -61,3 +61,14 @@ def test_cpu_configuration_reuses_the_root_graph():
     assert (REPO / "configs/cpu" / cpu["wdir"]).resolve() == REPO
     assert (REPO / paper["wdir"]).resolve() == REPO
     assert cpu["out"] != paper["out"] and cpu["name"] != paper["name"]
+
+
+@pytest.mark.parametrize("stage", ["train_phase1", "train_phase2", "predict", "evaluate"])
+def test_synthesis_code_is_not_a_dependency_of_training_or_evaluation(stage):
+    """The shard format lives in glass/shard_format.py, which synthesis writes and training
+    reads: a change to mask refinement (glass/synth/pseudo_mask.py) reruns synthesis and what
+    its shards feed, never the training stages' code check."""
+    deps = STAGES[stage]["deps"]
+    assert not [d for d in deps if d.startswith("glass/synth/")], stage
+    if stage.startswith("train"):
+        assert "glass/shard_format.py" in deps

@@ -16,7 +16,7 @@ def _value(dataset, metric, variant):
 
 
 @pytest.mark.parametrize("table,dataset,metric,variant,value,unit", [
-    # glass-facts "Evaluation": Table 2 GLASS† (second GLASS row)
+    # docs/paper-facts.md "Evaluation": Table 2 GLASS† (second GLASS row)
     ("Table 2", "coco_val", "miou_i", "GLASS†", 38.9, "%"),
     ("Table 2", "coco_val", "mbo_i", "GLASS†", 40.6, "%"),
     ("Table 2", "coco_val", "mbo_c", "GLASS†", 48.5, "%"),

@@ -10,7 +10,7 @@ def fake_extract(caption):
 
 def test_prompt_format_is_caption_semicolon_classes():
     # Dataset Diffusion's stored prompts look like "A bunch of people at the ocean about to surf.;
-    # person bird surfboard" (glass-facts.md)
+    # person bird surfboard" (docs/paper-facts.md)
     assert build_prompt("A dog and a cat.", ["dog", "cat"]) == "A dog and a cat.; dog cat"
     assert build_prompt("A field.", []) == "A field."
 

@@ -85,7 +85,19 @@ def test_phase_one_then_two_save_from_pretrained_loadable_modules(setup):
     assert grid.size == (5 * 128 + 4 * 2, 4 * 128 + 3 * 2)
     assert (root / "p1" / "live" / "plots" / "metrics" / "phase1" / "semantic.tsv").exists()
 
+    # checkpoints hold the trained modules' weights only (plus optimizer, RNG, data position)
+    from safetensors import safe_open
+    checkpoint = latest_checkpoint(root / "p1" / "scratch" / "checkpoints")[1]
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as handle:
+        prefixes = {key.split(".")[0] for key in handle.keys()}
+    assert prefixes == {"slot_attention", "mlp_decoder"}
+
     _train(root, refs, "p2", phase=2, init=p1)
+    checkpoint = latest_checkpoint(root / "p2" / "scratch" / "checkpoints")[1]
+    with safe_open(str(checkpoint / "model.safetensors"), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert {key.split(".")[0] for key in keys} == {"slot_attention", "mlp_decoder", "decoder"}
+    assert all(key.startswith("decoder.unet.") for key in keys if key.startswith("decoder"))
     from diffusers import UNet2DConditionModel
     unet = UNet2DConditionModel.from_pretrained(root / "p2" / "model" / "unet")
     original = UNet2DConditionModel.from_pretrained(refs["stable_diffusion"], subfolder="unet")

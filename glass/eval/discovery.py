@@ -33,7 +33,7 @@ CURVE_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
 @dataclass(frozen=True)
 class DiscoveryConventions(Params):
     """``evaluate.metrics.conventions``: metric conventions (defaults = the official GLASS evaluation,
-    glass-facts.md). Checked when read, so a wrong setting fails before any model is loaded."""
+    docs/paper-facts.md). Checked when read, so a wrong setting fails before any model is loaded."""
 
     include_background: bool = True      # background is a region in mIoU / mBO
     # FG-ARI of an image with fewer than 2 foreground pixels: 1.0 official (and ocl, sklearn);

@@ -1,6 +1,6 @@
 """Fréchet distance between Gaussian fits of feature sets, and its DINOv2 variant.
 
-The paper's FID (Table 7: 71.30 for GLASS on 512 COCO images; glass-facts "Evaluation") is the
+The paper's FID (Table 7: 71.30 for GLASS on 512 COCO images; docs/paper-facts.md "Evaluation") is the
 Fréchet distance between Gaussians fitted to InceptionV3 features of real and generated images
 (Heusel et al., 2017):
 

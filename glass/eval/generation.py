@@ -2,7 +2,7 @@
 
 The paper reconstructs each input image from its slots with the diffusion decoder and compares the
 reconstruction with the input (Table 7: GLASS PSNR 10.93 dB, SSIM 0.21, LPIPS 0.59, FID 71.30; the
-FID "is calculated using 512 generated and real COCO images"; glass-facts "Evaluation"). All four
+FID "is calculated using 512 generated and real COCO images"; docs/paper-facts.md "Evaluation"). All four
 come from torchmetrics (its ``image`` extra, which brings torch-fidelity for FID):
 
 - PSNR: per-image PSNR with data range 1, averaged over images (``dim=(1, 2, 3)``); an exact

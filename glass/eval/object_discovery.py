@@ -1,6 +1,6 @@
 """Per-image object-discovery metrics: mIoU (Hungarian), mBO and FG-ARI; same-class merging.
 
-Definitions (glass-facts "Evaluation", after ocl and the official GLASS evaluation):
+Definitions (docs/paper-facts.md "Evaluation", after ocl and the official GLASS evaluation):
 
 - Inputs are (H, W) integer maps: ``pred`` = slot index per pixel (argmax of the masks), ``gt`` =
   instance id (0 = background, ids need not be contiguous). ``ignore`` (bool) removes pixels from
@@ -20,7 +20,7 @@ Definitions (glass-facts "Evaluation", after ocl and the official GLASS evaluati
   NaN leaves such images out of the mean.
 - NaN where undefined (no GT region). Average over images with ``mean_metrics`` (NaN-aware).
 
-Averaging (glass-facts "Evaluation": per-image vs per-object averaging differ between papers, so
+Averaging (docs/paper-facts.md "Evaluation": per-image vs per-object averaging differ between papers, so
 both are offered). ``mean_metrics(..., averaging="image")`` (default; the official GLASS and ocl
 convention) averages the per-image scores. ``averaging="object"`` pools the GT regions of all
 images and averages mIoU/mBO over regions, so images with many objects weigh more; it needs the
@@ -261,7 +261,7 @@ def mean_metrics(per_image: Sequence[Mapping[str, float]],
                  averaging: str = "image") -> dict[str, float]:
     """Dataset means of per-image results, skipping NaN; plus counts.
 
-    ``averaging="image"`` (official GLASS and ocl default, glass-facts "Evaluation"): mean of
+    ``averaging="image"`` (official GLASS and ocl default, docs/paper-facts.md "Evaluation"): mean of
     the per-image values; ``{name}_images`` = number of images with a finite value.
     ``averaging="object"``: "miou" and "mbo" are the means over all GT regions pooled across
     images (``region_matched_iou`` / ``region_best_iou`` from

@@ -1,7 +1,7 @@
 """The GLASS paper's reported numbers for GLASS, GLASS† and GLASS-Sem, as typed data.
 
 Source: Singh, Schaub-Meyer & Roth, "GLASS: Guided Latent Slot Diffusion for Object-Centric
-Learning" (shared/reference/glass-paper.txt, main text + supplement). Each entry names the table it
+Learning" (main text + supplement; docs/paper-facts.md). Each entry names the table it
 comes from; ``printed`` keeps the number exactly as the paper prints it (``value`` is its float),
 ``unit`` says what it is measured in: "%" for percentages (they stay percentages, e.g. 38.9 means
 38.9 %), "dB" for PSNR, "unitless" otherwise.
@@ -10,7 +10,7 @@ Which row is which variant
 --------------------------
 The text extraction lost the dagger of "GLASS†": where a table has two "GLASS (ours)" rows, the
 FIRST row is GLASS (BLIP-2 captions) and the SECOND is GLASS† (ground-truth class labels). This
-mapping follows the project's reference digest (glass-facts.md, "Evaluation": Table 2 COCO GLASS†
+mapping follows the project's reference digest (docs/paper-facts.md, "Evaluation": Table 2 COCO GLASS†
 = 38.9 / 40.6 / 48.5), which was read off the typeset paper. Caveat: the extracted text alone points
 the other way in places. Table 6a/6b (full loss / DINOv2 rows: COCO 38.9, VOC 58.1), Table 12 (7
 slots: 38.9 / 40.6) and Table 13 (caption type "BLIP-2": 38.9 / 40.6) all carry the second row's

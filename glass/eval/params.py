@@ -1,5 +1,5 @@
 """The ``evaluate`` params section (defaults: the paper configuration, ``params.yaml``; the metric
-conventions default to the official GLASS evaluation, glass-facts.md "Evaluation").
+conventions default to the official GLASS evaluation, docs/paper-facts.md "Evaluation").
 
 Two stages read it. ``predict`` runs the trained model over the evaluation images (the expensive
 part) and reads everything but ``evaluate.metrics``; ``evaluate`` measures the stored predictions

@@ -4,7 +4,7 @@ The paper probes how much a slot knows about the object it binds: one linear lay
 object's class (top-1 accuracy; GLASS: VOC 58.1 %, COCO 20.8 %), another the centre of its
 bounding box with coordinates divided by the image size (MSE; VOC 0.037, COCO 0.059). Both use
 AdamW at a constant lr 3e-4 and early stopping with patience 5, for at most 50 epochs on VOC and
-10 on COCO; slots are matched to objects by IoU (glass-facts "Evaluation"). On VOC, which has no
+10 on COCO; slots are matched to objects by IoU (docs/paper-facts.md "Evaluation"). On VOC, which has no
 instance masks for its train split, the paper matches with the semantic mask: pass the semantic map
 as ``instance_map`` (one object per class region) with that object's box.
 

@@ -2,7 +2,7 @@
 
 The GLASS paper reports the share of slots binding a single object (SO), part of an object (PO)
 or a group of objects (GO), a metric from Fan et al. (ICCV 2023). No public implementation exists
-(glass-facts "Evaluation"), so the definition below is OUR definition, chosen to follow the
+(docs/paper-facts.md "Evaluation"), so the definition below is OUR definition, chosen to follow the
 names: it is not guaranteed to reproduce the papers' exact numbers.
 
 Definition (one image):

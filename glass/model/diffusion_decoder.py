@@ -1,5 +1,5 @@
 """The diffusion decoder: image reconstruction through Stable Diffusion (paper Sec. 4 Eq. 3 L_Recon;
-supplement Sec. 2; glass-facts "Model").
+supplement Sec. 2; docs/paper-facts.md "Model").
 
 Like LSD, GLASS conditions SD 2.1's UNet on the slots: the projected slots (B, 7, 1024) replace the
 77 text tokens as ``encoder_hidden_states``. Images (256×256 in LSD/GLASS → 32×32 latents) are

@@ -1,4 +1,4 @@
-"""The frozen DINOv2 encoder (supplement Sec. 2, Table 10; glass-facts "Model").
+"""The frozen DINOv2 encoder (supplement Sec. 2, Table 10; docs/paper-facts.md "Model").
 
 GLASS (like LSD) feeds 448×448 images to DINOv2 ViT-B/14 and uses the last layer's patch tokens
 after the final LayerNorm (``x_norm_patchtokens`` in the DINOv2 code, ``last_hidden_state``

@@ -1,5 +1,5 @@
 """Semantic guidance: Hungarian slot matching and the BCE loss (paper Sec. 4 "Slot matching",
-Eqs. 2–3; supplement "Pseudo labels"; glass-facts "Model").
+Eqs. 2–3; supplement "Pseudo labels"; docs/paper-facts.md "Model").
 
 The pseudo mask of a generated image holds 0 for background, 1..K for its classes and 255 for
 "unsure" pixels (objectness between 0.4 and 0.6), which the loss ignores. Each label present is one

@@ -1,4 +1,4 @@
-"""Slot attention over DINOv2 patch features (paper Eq. 1, supplement Sec. 2; glass-facts "Model").
+"""Slot attention over DINOv2 patch features (paper Eq. 1, supplement Sec. 2; docs/paper-facts.md "Model").
 
 The module follows LSD's slot-attention encoder (config ``configs/coco/slot_attn/config.json``),
 which the supplement says GLASS is "akin to":
@@ -14,7 +14,7 @@ which the supplement says GLASS is "akin to":
 5. output LayerNorm + Linear slot_size → output_dim (1024 = SD 2.1's cross-attention width).
 
 The masks used for guidance and evaluation are the last iteration's softmax-over-slots attention
-before ε and renormalisation (glass-facts).
+before ε and renormalisation (docs/paper-facts.md "Model").
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class SlotAttention(ModelMixin, ConfigMixin):
                 f"for grid {tuple(self.config.grid_size)}, got {tuple(features.shape)}")
         inputs = self.prepare_inputs(features)
         heads, head_dim = self.config.num_heads, self.config.slot_size // self.config.num_heads
-        # (B, heads, N, head_dim); keys scaled by slot_size^-0.5 (LSD / glass-facts).
+        # (B, heads, N, head_dim); keys scaled by slot_size^-0.5 (LSD; docs/paper-facts.md "Model").
         keys = self.project_k(inputs).view(batch, num_tokens, heads, head_dim).transpose(1, 2)
         keys = keys * self.config.slot_size ** -0.5
         values = self.project_v(inputs).view(batch, num_tokens, heads, head_dim).transpose(1, 2)

@@ -1,6 +1,6 @@
 """Capture of Stable Diffusion's class cross-attention and self-attention during generation.
 
-What is captured (glass-facts.md, "Pseudo masks"; paper Sec. 4 following Dataset Diffusion):
+What is captured (docs/paper-facts.md, "Pseudo masks"; paper Sec. 4 following Dataset Diffusion):
 
 - cross-attention of the class tokens: queries are the image features of the *conditional* half
   of the classifier-free-guidance batch (diffusers orders it [uncond, cond]: see
@@ -57,7 +57,7 @@ def validate_attention_resolutions(image_size: int, vae_scale_factor: int, cross
     latent side.
 
     DD's resolutions (cross 16×16, self 32×32) exist only for a 64×64 latent, i.e. 512 px with
-    SD's VAE (glass-facts.md, "Data generation"). ``attention_levels`` is the number of UNet
+    SD's VAE (docs/paper-facts.md, "Data generation"). ``attention_levels`` is the number of UNet
     levels, from the full latent down, that have attention (4 for SD 2.1); None = not checked.
     """
     if image_size <= 0 or vae_scale_factor <= 0 or image_size % vae_scale_factor:

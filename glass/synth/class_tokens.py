@@ -1,6 +1,6 @@
 """Which token positions belong to which class in the separately encoded class text.
 
-Following Dataset Diffusion (glass-facts.md, "Pseudo masks"), the class part of a prompt — the
+Following Dataset Diffusion (docs/paper-facts.md, "Pseudo masks"), the class part of a prompt — the
 class names joined by spaces, e.g. "person hot dog" — is encoded on its own with the pipeline's
 tokenizer and text encoder; its embeddings give the keys of the class cross-attention maps.
 A class may span several tokens: several words ("hot dog", "teddy bear") or several sub-word

@@ -7,7 +7,7 @@ refined by propagating it ``tau`` times through the self-attention matrix,
 (bicubic) to the image size, and the pixel is labelled by the strongest class. Its strength
 ("objectness") decides: below ``low`` (0.4) → background, at or above ``high`` (0.6) → the class,
 in between → 255 (unsure, ignored by the training loss). The thresholds are the GLASS supplement's;
-Dataset Diffusion's defaults are 0.5 / 0.6 (glass-facts.md).
+Dataset Diffusion's defaults are 0.5 / 0.6 (docs/paper-facts.md).
 """
 
 from __future__ import annotations

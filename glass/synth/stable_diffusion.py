@@ -1,6 +1,6 @@
 """The ``stable_diffusion`` synthesis backend: Stable Diffusion images with attention pseudo masks.
 
-Paper Sec. 4 / supplement (glass-facts.md, "Data generation" and "Pseudo masks"): SD 2.1
+Paper Sec. 4 / supplement (docs/paper-facts.md, "Data generation" and "Pseudo masks"): SD 2.1
 generates an image from each prompt (caption + class labels) while the class cross-attention
 (16×16) and the self-attention (32×32) of the conditional half are averaged over heads, layers
 and steps (glass.synth.attention); the pseudo mask refines each class map with the self-attention
@@ -58,7 +58,7 @@ class StableDiffusionGenerator:
     image_size / vae_scale_factor (16/32 at 512 px for SD 2.1-base). ``start_step``/``end_step``
     index the pipeline's denoising loop (end excluded, None = to the end); PNDM (SD 2.1's own
     scheduler) runs steps + 1 iterations, DDIM and DPM++ run ``steps``. DD used 100 steps,
-    guidance 7.5 and fp16 (glass-facts.md); tau/low/high are GLASS's refinement settings.
+    guidance 7.5 and fp16 (docs/paper-facts.md); tau/low/high are GLASS's refinement settings.
     """
 
     name = "stable_diffusion"

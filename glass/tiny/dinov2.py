@@ -6,7 +6,7 @@ The folder written by :func:`build_tiny_dinov2` has the layout of a hub checkpoi
 features are meaningless: the weights are random.
 
 Sizes: the paper feeds 448×448 images to DINOv2 ViT-B/14 (768-d) → 32×32 patch tokens
-(glass-facts "Model"); here 128×128 images, patch 8 → 16×16 patch tokens, hidden 64, 2 layers,
+(docs/paper-facts.md "Model"); here 128×128 images, patch 8 → 16×16 patch tokens, hidden 64, 2 layers,
 2 heads, no register tokens.
 
 Command line: ``python -m glass.tiny.dinov2 OUT_DIR [--seed N]``.

@@ -31,7 +31,7 @@ would see only 1/P of its share); move batches to the device itself.
 
 Samples without ``mask.png`` get an all-255 mask: nothing of them is supervised by the pseudo-mask
 losses (they still count for the reconstruction loss). Random horizontal flips (the LSD reference's
-only augmentation, glass-facts "Model") are drawn per (seed, epoch, key), never by position, and
+only augmentation, docs/paper-facts.md "Model") are drawn per (seed, epoch, key), never by position, and
 applied identically to image and mask.
 """
 

@@ -1,6 +1,6 @@
 """Optional cache of the frozen encoder's features, one float16 ``.npy`` per (sample key, flip).
 
-The encoder (DINOv2 ViT-B/14, glass-facts "Model") is frozen, so the features of a generated image
+The encoder (DINOv2 ViT-B/14, docs/paper-facts.md "Model") is frozen, so the features of a generated image
 never change and can be computed once. They must be the features of the exact image the model
 sees: a mirrored image has other features (patch tokens are not simply mirrored, the position
 embeddings are not symmetric), so the flip flag is part of the cache key and flips stay on with

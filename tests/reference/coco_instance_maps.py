@@ -18,7 +18,7 @@ def iter_instance_maps(images_dir: str | Path, instances_json: str | Path, *,
     """(image id, RGB image, instance map, {instance id: class name}) per image, in id order.
 
     Instance ids are 1..n in annotation order; where annotations overlap the later one wins (the
-    official GLASS evaluation's convention, glass-facts.md); crowd regions are skipped by default.
+    official GLASS evaluation's convention, docs/paper-facts.md); crowd regions are skipped by default.
     """
     from pycocotools.coco import COCO
 

@@ -17,7 +17,7 @@ Preprocessing params shared by all: ``resolution`` (256; None = full resolution)
 encoder's own view of the original image, e.g. 448; None = the model sees ``image``), or a ready
 ``preprocess=``;
 and ``limit`` (first N images of the reader's fixed order). Every other param goes to the
-reader; each convention's default is the official GLASS evaluation's (glass-facts.md
+reader; each convention's default is the official GLASS evaluation's (docs/paper-facts.md
 "Evaluation"), and ``reader.conventions()`` lists the ones in force for the records.
 """
 

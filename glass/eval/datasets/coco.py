@@ -1,7 +1,7 @@
 """COCO-format instance ground truth: COCO val2017 and the toy world's val split.
 
 Read with pycocotools (``annToMask``), as the official GLASS evaluation does. Conventions
-(glass-facts.md "Evaluation"; defaults = official GLASS):
+(docs/paper-facts.md "Evaluation"; defaults = official GLASS):
 
 - ``crowd``: ``"skip"`` (official: crowd annotations are not used; their pixels stay whatever
   the other annotations make them), ``"ignore"``, ``"background"`` or ``"instance"``

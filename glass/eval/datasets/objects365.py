@@ -1,7 +1,7 @@
 """Objects365 (Shao et al., ICCV 2019) zero-shot ground truth: boxes turned into masks by SAM 2.
 
 The paper (Sec. 5.1, Table 4): "We obtained the masks for the Obj365 dataset by prompting SAMv2
-with ground-truth bounding boxes" (glass-facts.md "Evaluation"). Objects365 has boxes only; here
+with ground-truth bounding boxes" (docs/paper-facts.md "Evaluation"). Objects365 has boxes only; here
 each box of an image is a box prompt to ``SAM2ImagePredictor`` with ``multimask_output=False``
 (one mask per box), on the full-resolution image, and the masks are then composed like COCO
 annotations (same ``crowd`` / ``overlap`` options and defaults).

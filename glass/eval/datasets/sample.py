@@ -10,15 +10,15 @@ Every evaluation reader (COCO, toy world, VOC, CLEVRTex, Objects365) yields :cla
   pixels of several instances, as the reader's conventions say). ``instances`` is 0 there.
 - ``instance_classes``: {instance id: class name} for exactly the ids present in ``instances``
   (instances that were overwritten, ignored or cropped away are dropped, as the metrics drop
-  empty ground-truth regions anyway: glass-facts.md "Evaluation").
+  empty ground-truth regions anyway: docs/paper-facts.md "Evaluation").
 - ``boxes``: {instance id: (x0, y0, x1, y1)} in pixels of this sample's image, or None where the
   dataset has no boxes (VOC segmentation, CLEVRTex). For COCO-format data they are the
   annotation boxes (Objects365: the SAM 2 prompts), moved with the preprocessing.
 
 The preprocessing (:class:`Preprocess`) defaults to the official GLASS evaluation's: the shortest
 side resized to 256, nearest-neighbour for the label maps, then a 256 x 256 centre crop
-(glass-facts.md "Evaluation"). ``resolution=None`` keeps full resolution; other sizes (320 as in
-ocl's centre crop, 224, ...) are the "GT resolution" conventions glass-facts.md lists.
+(docs/paper-facts.md "Evaluation"). ``resolution=None`` keeps full resolution; other sizes (320 as in
+ocl's centre crop, 224, ...) are the "GT resolution" conventions docs/paper-facts.md lists.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ Box = tuple[float, float, float, float]
 # --- conventions of COCO-format ground truth (COCO, toy world, Objects365) -----------------------
 
 # Crowd annotations (iscrowd = 1): "skip" = not used at all, their pixels stay whatever the other
-# annotations make them (official GLASS: glass-facts.md "Evaluation"); "ignore" = their pixels
+# annotations make them (official GLASS: docs/paper-facts.md "Evaluation"); "ignore" = their pixels
 # leave the metrics; "background" = their pixels become background even where an instance covers
 # them; "instance" = painted like any other annotation.
 CROWD_MODES = ("skip", "ignore", "background", "instance")
@@ -59,7 +59,7 @@ DEFAULT_OVERLAP = "later_wins"
 
 # --- preprocessing ---------------------------------------------------------------------------------
 
-OFFICIAL_RESOLUTION = 256          # glass-facts.md "Evaluation": shortest side 256 + centre crop
+OFFICIAL_RESOLUTION = 256          # docs/paper-facts.md "Evaluation": shortest side 256 + centre crop
 CROP_MODES = ("center", "none")
 IMAGE_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 

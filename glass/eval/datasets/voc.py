@@ -12,7 +12,7 @@ Files (the official VOCtrainval_11-May-2012 layout, under ``VOCdevkit/VOC2012``)
 An instance's class is the majority VOC class of its pixels in SegmentationClass (void pixels
 do not vote; ties go to the smaller class index), named by its COCO name like everything in
 the project (``VOC_TO_COCO``). ``voc_boundary``: ``"ignore"`` (default, ocl: the 255 pixels leave
-the metrics) or ``"background"`` (they count as background); glass-facts.md "Evaluation".
+the metrics) or ``"background"`` (they count as background); docs/paper-facts.md "Evaluation".
 """
 
 from __future__ import annotations
