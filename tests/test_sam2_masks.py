@@ -11,7 +11,8 @@ import pytest
 from glass.errors import MissingInput
 from glass.shard_format import UNSURE_LABEL as UNSURE
 from glass.synth.sam2_masks import Sam2MaskSource, label_sam_masks
-from glass.tiny.sam2 import CHECKPOINT_NAME, CONFIG_NAME, build_tiny_sam2, load_sam2
+from glass.sam2_model import CHECKPOINT_NAME, CONFIG_NAME, load_sam2
+from glass.tiny.sam2 import build_tiny_sam2
 
 # 4 x 4 = 16 point prompts: one decoder batch, well under a second on a CPU.
 FEW_POINTS = 4

@@ -17,7 +17,7 @@ import numpy as np
 from glass.errors import InvalidInput
 from glass.devices import resolve_device
 from glass.shard_format import BACKGROUND_LABEL, UNSURE_LABEL
-from glass.tiny.sam2 import load_sam2  # top level so the stage's dependency list includes it
+from glass.sam2_model import load_sam2  # top level so the stage's dependency list includes it
 
 # sam2's SAM2AutomaticMaskGenerator defaults (sam2 1.1.0), chosen there for the Hiera-L model.
 DEFAULT_POINTS_PER_SIDE = 32
@@ -88,7 +88,7 @@ class Sam2MaskSource:
     """SAM 2 automatic masks labelled by the attention classes (``label_masks``).
 
     ``model`` is a hub id (the paper's size: ``facebook/sam2.1-hiera-large``) or a local folder
-    with one config and one checkpoint (see ``glass.tiny.sam2.load_sam2``). The generator
+    with one config and one checkpoint (see ``glass.sam2_model.load_sam2``). The generator
     settings are passed to ``SAM2AutomaticMaskGenerator`` unchanged. Note that in sam2 1.1.0
     ``min_mask_region_area`` fills holes and removes specks in the low-resolution mask logits
     with sam2's CUDA extension; where that extension is missing sam2 warns and skips the step.

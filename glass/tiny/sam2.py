@@ -1,4 +1,4 @@
-"""A tiny random-weight SAM 2 built from sam2's own hydra config; one loader for it and real ones.
+"""A tiny random-weight SAM 2 built from sam2's own hydra config.
 
 :func:`build_tiny_sam2` composes the package's smallest config
 (``configs/sam2.1/sam2.1_hiera_t.yaml``) with :data:`TINY_OVERRIDES`, which only shrink it,
@@ -6,9 +6,8 @@ instantiates it with seeded random weights and writes a folder laid out like a r
 resolved config (``sam2_tiny.yaml``), a checkpoint in the format sam2's loader reads
 (``sam2_tiny.pt`` = ``{"model": state_dict}``) and a README.
 
-:func:`load_sam2` loads either a hub id (``facebook/sam2.1-hiera-large``, via sam2's
-``build_sam2_hf``) or a local folder holding one config and one checkpoint (via sam2's
-``build_sam2``), so the tiny model runs the same code as the paper's.
+``glass.sam2_model.load_sam2`` loads it like a real release (a folder with one config and one
+checkpoint), so the tiny model runs the same code as the paper's.
 
 Why the image size stays 1024: ``SAM2ImagePredictor`` (which the automatic mask generator uses)
 hard-codes the backbone feature sizes of a 1024-px input (256², 128², 64²); a smaller
@@ -20,20 +19,15 @@ Command line: ``python -m glass.tiny.sam2 OUT_DIR [--seed N]``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from glass.errors import MissingInput
-from glass.model_reference import load_failure
+from glass.sam2_model import CHECKPOINT_NAME, CONFIG_NAME
 from glass.tiny.cli import run_builder_cli
 
 SOURCE_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"   # the package's smallest model
-CONFIG_NAME = "sam2_tiny.yaml"
-CHECKPOINT_NAME = "sam2_tiny.pt"
 
 HIDDEN_DIM = 32   # neck / prompt encoder / mask decoder width (the mask decoder's 8 heads need % 8)
 MEMORY_DIM = 16   # memory encoder output (video only, but part of the state dict)
@@ -96,84 +90,6 @@ def build_tiny_sam2(out_dir: str | Path, seed: int = 0) -> Path:
     return out_dir
 
 
-def load_sam2(model: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """A SAM 2 model (``SAM2Base``, eval mode) from a hub id or a local folder.
-
-    Hub ids go through sam2's ``build_sam2_hf`` (the config sam2 pairs with that id); a folder
-    must hold exactly one ``*.yaml`` config and one ``*.pt`` checkpoint and goes through
-    ``build_sam2``. Both apply sam2's standard mask post-processing overrides. A model that
-    cannot be loaded here raises RuntimeError saying how to get it; there is no fallback.
-    """
-    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES, build_sam2, build_sam2_hf
-
-    device = str(device)
-    folder = Path(model)
-    if folder.is_dir():
-        config_file, checkpoint = model_files(folder)
-        try:
-            with hydra_config_dir(folder):
-                return build_sam2(config_file.name, str(checkpoint), device=device)
-        except (RuntimeError, OSError, EOFError, KeyError) as error:
-            # torch.load of a cut checkpoint raises RuntimeError ("failed finding central
-            # directory"); a checkpoint without a "model" entry raises KeyError
-            raise load_failure("SAM 2", str(folder), error) from error
-    if folder.exists() or model.startswith((".", "/", "~")):
-        raise MissingInput(f"SAM 2 model {model!r} is not a folder (expected a folder with one "
-                           "*.yaml config and one *.pt checkpoint, or a hub id)")
-    if model not in HF_MODEL_ID_TO_FILENAMES:
-        raise MissingInput(f"SAM 2 model {model!r} is neither a local folder nor a hub id sam2 "
-                           f"knows (known: {', '.join(sorted(HF_MODEL_ID_TO_FILENAMES))})")
-    try:
-        return build_sam2_hf(model, device=device)
-    except OSError as error:   # offline / not cached / no network: huggingface_hub's errors
-        raise MissingInput(unavailable_model_message(model, error)) from error
-
-
-def model_files(folder: Path) -> tuple[Path, Path]:
-    """The single config and single checkpoint of a local model folder."""
-    configs, checkpoints = sorted(folder.glob("*.yaml")), sorted(folder.glob("*.pt"))
-    if len(configs) != 1 or len(checkpoints) != 1:
-        raise MissingInput(
-            f"SAM 2 folder {str(folder)!r} must hold exactly one *.yaml config and one *.pt "
-            f"checkpoint, found {[p.name for p in configs]} and {[p.name for p in checkpoints]}")
-    return configs[0], checkpoints[0]
-
-
-def unavailable_model_message(model_id: str, error: Exception) -> str:
-    from sam2.build_sam import HF_MODEL_ID_TO_FILENAMES
-
-    config_name, checkpoint_name = HF_MODEL_ID_TO_FILENAMES[model_id]
-    return (
-        f"SAM 2 model {model_id!r} could not be loaded ({type(error).__name__}: {error}). Its "
-        f"checkpoint {checkpoint_name} is not in the Hugging Face cache and this run cannot "
-        f"download it. Fix: on a machine with internet run `hf download {model_id} "
-        f"{checkpoint_name}` and copy the cache here, or put that checkpoint and a copy of "
-        f"sam2's {config_name} in a folder and set the SAM 2 model parameter to the folder."
-    )
-
-
-@contextmanager
-def hydra_config_dir(folder: Path) -> Iterator[None]:
-    """Let sam2's ``compose()`` find configs in ``folder`` only, then restore sam2's search path.
-
-    ``build_sam2`` composes from hydra's global search path, which ``import sam2`` points at the
-    package's configs. Hydra refuses to re-initialise while that is set, so it is parked.
-    """
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import sam2  # noqa: F401  (make sure sam2 has set its search path before it is parked)
-
-    parked = GlobalHydra.instance().hydra
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(folder.resolve()), version_base="1.2"):
-            yield
-    finally:
-        GlobalHydra.instance().clear()
-        GlobalHydra.instance().hydra = parked
-
-
 def write_readme(out_dir: Path, model: torch.nn.Module, seed: int) -> None:
     """Say plainly that the folder is a random-weight test model, not a segmenter."""
     num_params = sum(parameter.numel() for parameter in model.parameters())
@@ -188,7 +104,7 @@ def write_readme(out_dir: Path, model: torch.nn.Module, seed: int) -> None:
         f"- `{CHECKPOINT_NAME}`: `{{\"model\": state_dict}}` as sam2's `build_sam2` reads it "
         f"({num_params:,} parameters)\n"
         "- image size 1024 as in the released models (SAM2ImagePredictor assumes it)\n\n"
-        "Load it with `glass.tiny.sam2.load_sam2(folder)`.\n"
+        "Load it with `glass.sam2_model.load_sam2(folder)`.\n"
     )
     (out_dir / "README.md").write_text(readme, encoding="utf-8")
 

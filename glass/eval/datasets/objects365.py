@@ -13,7 +13,7 @@ then ``images_dir/patchN/<name>`` and ``images_dir/<name>`` (layouts that flatte
 ``images/v1|v2`` levels). A few images listed in the v2 val file are missing from the download;
 ``on_missing_image="skip"`` leaves such images out (listed in ``missing_images``), the default raises.
 
-The SAM 2 model is given like everywhere in the project (``glass.tiny.sam2.load_sam2``): a hub
+The SAM 2 model is given like everywhere in the project (``glass.sam2_model.load_sam2``): a hub
 id (``facebook/sam2.1-hiera-large``, the project's paper setting), a local folder with one config
 and one checkpoint (the tiny test model), or the models stage's folder for the ``sam2`` role
 (``<out>/models/sam2``, resolved with ``glass.model_reference.model_reference``).
@@ -42,9 +42,9 @@ from glass.eval.datasets.sample import (DEFAULT_CROWD, DEFAULT_OVERLAP, Preproce
                                         UnreadableSample, require)
 from glass.io import atomic_open, file_sha256, fingerprint, write_json
 from glass.model_reference import REFERENCE_FILE, model_reference
-# glass.tiny.sam2 imports only torch/omegaconf at the top (sam2 itself lazily): cheap to import
+# glass.sam2_model imports only torch at the top (sam2 itself lazily): cheap to import
 # here, and a stage's dependency list (tools/sync_stage_deps.py) then sees it
-from glass.tiny.sam2 import load_sam2, model_files, unavailable_model_message
+from glass.sam2_model import load_sam2, model_files, unavailable_model_message
 
 log = logging.getLogger(__name__)
 
