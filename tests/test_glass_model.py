@@ -185,3 +185,20 @@ def test_only_glass_model_reads_or_writes_a_trained_folder():
                             "--", "glass", "stages"], capture_output=True, text=True).stdout.split()
     assert {path for path in found if not path.startswith("glass/model/")} <= {
         "glass/convert.py"}, found
+
+
+def test_a_local_model_folder_is_recorded_as_local(tmp_path):
+    from glass.model_reference import model_reference
+    from glass.models import ModelSpec, materialize_model
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "models" / "my-dinov2").mkdir(parents=True)
+    out = repo / "data" / "cpu" / "models" / "dinov2"
+    reference = materialize_model("dinov2", ModelSpec(id=str(repo / "models" / "my-dinov2")), out)
+    assert reference["source"] == "local" and reference["path"] == "../../../../models/my-dinov2"
+    assert model_reference(out) == str((repo / "models" / "my-dinov2").resolve())
+    hub = materialize_model("dinov2", ModelSpec(id="facebook/dinov2-base"), out)
+    assert hub == {"role": "dinov2", "source": "hub", "id": "facebook/dinov2-base"}
+    with pytest.raises(MissingInput, match="models.dinov2.id: the folder .*missing-model"):
+        materialize_model("dinov2", ModelSpec(id=str(repo / "missing-model")), out)
