@@ -136,8 +136,9 @@ def checkpoint_weights_hook(phase: int):
 
 def check_checkpoint_weights(folder: Path, model: torch.nn.Module, phase: int) -> None:
     """Before resuming from ``folder`` (loaded with strict=False, as it holds only the trained
-    weights): its weights must be exactly this phase's trained ones, so nothing is silently
-    left at its initial value."""
+    weights): it must hold every weight this phase trains, so nothing is silently left at its
+    initial value. (A checkpoint of an earlier version also holds the frozen weights, which are
+    the same files' values: it resumes too.)"""
     from safetensors import safe_open
 
     path = folder / "model.safetensors"
@@ -148,11 +149,11 @@ def check_checkpoint_weights(folder: Path, model: torch.nn.Module, phase: int) -
         stored = {_unwrapped_key(key) for key in handle.keys()}
     expected = {key for key in (_unwrapped_key(k) for k in model.state_dict())
                 if key.startswith(trained_prefixes(phase))}
-    if stored != expected:
-        raise StageFailed(f"checkpoint {folder} holds other weights than phase {phase} trains "
-                          f"({len(stored - expected)} unexpected, {len(expected - stored)} "
-                          "missing); it was written by another version or phase: delete the "
-                          "scratch checkpoints to start this phase again")
+    missing = expected - stored
+    if missing:
+        raise StageFailed(f"checkpoint {folder} lacks {len(missing)} of the weights phase {phase} "
+                          f"trains (e.g. {sorted(missing)[0]}); it was written by another phase "
+                          "or version: delete the scratch checkpoints to start this phase again")
 
 
 def _upsampled_argmax(masks: torch.Tensor, grid_size: tuple[int, int],
