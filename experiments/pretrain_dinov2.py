@@ -21,9 +21,10 @@ from transformers import Dinov2Model  # noqa: E402
 
 from glass.data.toy_world import ToyWorldConfig, render_scene, scene_for_image  # noqa: E402
 from glass.model.encoder import FrozenDinov2Encoder  # noqa: E402
-from glass.pretrain.dinov2_ssl import (SelfDistillationSettings, pretrain_dinov2,  # noqa: E402
+from glass.pretrain.dinov2_ssl import (pretrain_dinov2,  # noqa: E402
                                        save_pretrained_dinov2)
 from glass.pretrain.instance_structure import instance_structure  # noqa: E402
+from glass.pretrain.params import SelfDistillationSettings  # noqa: E402
 from glass.tiny.dinov2 import build_tiny_dinov2, tiny_dinov2_config  # noqa: E402
 
 

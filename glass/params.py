@@ -38,7 +38,7 @@ P = TypeVar("P", bound="Params")
 # The top-level sections a params file may have (each stage reads the ones it declares in
 # dvc.yaml; `python -m glass.check_params <file>` reads them all).
 TOP_LEVEL_KEYS = ("config", "seed", "models", "data", "caption", "prompts", "synth", "train",
-                  "evaluate")
+                  "evaluate", "pretrain")
 
 
 class ParamsError(GlassError, ValueError):

@@ -72,3 +72,15 @@ def test_synthesis_code_is_not_a_dependency_of_training_or_evaluation(stage):
     assert not [d for d in deps if d.startswith("glass/synth/")], stage
     if stage.startswith("train"):
         assert "glass/shard_format.py" in deps
+
+
+PRETRAIN_STAGES = yaml.safe_load((REPO / "configs/toy-pretrain/dvc.yaml").read_text())["stages"]
+
+
+@pytest.mark.parametrize("stage", sorted(PRETRAIN_STAGES))
+def test_pretraining_graph_declares_the_modules_its_stages_import(stage):
+    deps = PRETRAIN_STAGES[stage]["deps"]
+    declared = {d for d in deps if d.startswith("glass/")}
+    script = PRETRAIN_STAGES[stage]["cmd"].split()[1]
+    assert deps[0] == script
+    assert set(imported_glass_files(script, cwd=REPO)) == declared

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,29 +36,11 @@ from torch import nn
 from tqdm import tqdm
 
 from glass.data.toy_world import ToyWorldConfig, render_scene, scene_for_image
+from glass.pretrain.params import SelfDistillationSettings
 from glass.tiny.dinov2 import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 PRETRAIN_SPLIT = "pretrain"
-
-
-@dataclass(frozen=True)
-class SelfDistillationSettings:
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.04
-    warmup_steps: int = 100
-    teacher_momentum: float = 0.996     # rises to 1 on a cosine, as DINO
-    student_temperature: float = 0.1
-    teacher_temperature: float = 0.04
-    center_momentum: float = 0.9
-    prototypes: int = 256
-    head_hidden: int = 256
-    head_bottleneck: int = 64
-    mask_ratio: float = 0.3             # share of patches the student sees masked
-    crop_scale: tuple[float, float] = (0.5, 1.0)
-    pool_size: int = 4000               # scenes rendered once, drawn from at every step
 
 
 class ProjectionHead(nn.Module):
