@@ -9,9 +9,10 @@ from transformers import Dinov2Model
 
 from glass.data.toy_world import ToyWorldConfig
 from glass.model.encoder import FrozenDinov2Encoder
-from glass.pretrain.dinov2_ssl import (SelfDistillationSettings, pretrain_dinov2, random_masks,
+from glass.pretrain.dinov2_ssl import (pretrain_dinov2, random_masks,
                                        save_pretrained_dinov2)
 from glass.pretrain.instance_structure import instance_structure, kmeans, token_labels
+from glass.pretrain.params import SelfDistillationSettings
 from glass.tiny.dinov2 import tiny_dinov2_config
 
 
@@ -69,3 +70,46 @@ def test_pretraining_is_deterministic_changes_the_weights_and_saves_a_loadable_e
     folder = save_pretrained_dinov2(first, tmp_path / "dinov2")
     encoder = FrozenDinov2Encoder(str(folder), image_size=128)
     assert encoder(torch.rand(1, 3, 128, 128)).shape == (1, 256, 64)
+
+
+def test_the_committed_pretrained_dinov2_loads_and_matches_its_params():
+    """models/toy/dinov2 is what `dvc repro configs/toy-pretrain/dvc.yaml` wrote, committed so
+    that a fresh machine has it; its record must name the params the graph holds now."""
+    import json
+    from pathlib import Path
+
+    from glass.params import load_params, read_section, read_seed
+    from glass.pretrain.params import PretrainParams
+
+    repo = Path(__file__).resolve().parents[1]
+    folder = repo / "models" / "toy" / "dinov2"
+    record = json.loads((folder / "pretraining.json").read_text())
+    params = load_params(repo / "configs" / "toy-pretrain" / "params.yaml")
+    assert record["params"] == json.loads(json.dumps(
+        read_section(params, "pretrain", PretrainParams).as_dict()))
+    assert record["seed"] == read_seed(params)
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert size < 20 * 2**20
+    encoder = FrozenDinov2Encoder(str(folder), image_size=128)
+    assert encoder(torch.rand(1, 3, 128, 128)).shape == (1, 256, 64)
+    scores = record["instance_structure"]
+    assert scores["trained"]["images"] == scores["random"]["images"] > 0
+
+
+def test_the_pretraining_params_are_checked_like_a_configuration(tmp_path):
+    from pathlib import Path
+
+    import pytest
+    import yaml
+
+    from glass.check_params import read_params_file
+    from glass.params import ParamsError
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "toy-pretrain" / "params.yaml"
+    sections = read_params_file(path)
+    assert sections["pretrain"].dinov2.steps >= 1 and sections["seed"] == 0
+    broken = yaml.safe_load(path.read_text())
+    broken["pretrain"]["dinov2"]["crop_scale"] = [0.9, 0.5]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(broken))
+    with pytest.raises(ParamsError, match="pretrain.dinov2.crop_scale"):
+        read_params_file(tmp_path / "params.yaml")
