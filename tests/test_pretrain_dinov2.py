@@ -9,11 +9,10 @@ from transformers import Dinov2Model
 
 from glass.data.toy_world import ToyWorldConfig
 from glass.model.encoder import FrozenDinov2Encoder
-from glass.pretrain.dinov2_ssl import (pretrain_dinov2, random_masks,
-                                       save_pretrained_dinov2)
+from glass.pretrain.dinov2_ssl import pretrain_dinov2, random_masks
 from glass.pretrain.instance_structure import instance_structure, kmeans, token_labels
 from glass.pretrain.params import SelfDistillationSettings
-from glass.tiny.dinov2 import tiny_dinov2_config
+from glass.tiny.dinov2 import save_dinov2_folder, tiny_dinov2_config
 
 
 class OracleEncoder:
@@ -67,7 +66,7 @@ def test_pretraining_is_deterministic_changes_the_weights_and_saves_a_loadable_e
     torch.manual_seed(0)
     initial = Dinov2Model(tiny_dinov2_config()).state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in first.state_dict().items())
-    folder = save_pretrained_dinov2(first, tmp_path / "dinov2")
+    folder = save_dinov2_folder(first, tmp_path / "dinov2")
     encoder = FrozenDinov2Encoder(str(folder), image_size=128)
     assert encoder(torch.rand(1, 3, 128, 128)).shape == (1, 256, 64)
 

@@ -103,6 +103,11 @@ def adjusted_rand_index(counts: np.ndarray) -> float:
     return 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
 
 
+def labels_ari(pred: np.ndarray, truth: np.ndarray) -> float:
+    """ARI of two label arrays of the same shape (every element counted)."""
+    return adjusted_rand_index(_contingency(np.ravel(pred), np.ravel(truth))[0])
+
+
 def object_discovery(pred: np.ndarray, gt: np.ndarray, ignore: np.ndarray | None = None,
                      include_background: bool = True,
                      empty_fg_ari: float = 1.0,

@@ -19,7 +19,7 @@ Images come from the toy world's renderer: a pool of ``pool_size`` scenes of the
 ``pretrain`` (never the evaluation's val scenes), rendered once, from which every step draws its
 batch; scenes, draws, crops and masks are all seeded by ``seed``, so a run is deterministic.
 The saved model is the teacher, as in DINO, in the ``Dinov2Model`` layout that
-``FrozenDinov2Encoder`` loads.
+``FrozenDinov2Encoder`` loads (``glass.tiny.dinov2.save_dinov2_folder``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -212,16 +211,3 @@ def pretrain_dinov2(backbone, world: ToyWorldConfig, settings: SelfDistillationS
         bar.set_postfix(loss=f"{record['loss']:.3f}", cls=f"{record['cls']:.3f}",
                         patch=f"{record['patch']:.3f}")
     return model.teacher.eval(), history
-
-
-def save_pretrained_dinov2(backbone, out_dir: str | Path) -> Path:
-    """The ``Dinov2Model`` folder (weights, config, image processor) ``FrozenDinov2Encoder``
-    loads, with the same bytes in any environment."""
-    from glass.io import strip_library_fields
-    from glass.tiny.dinov2 import tiny_image_processor
-
-    out_dir = Path(out_dir)
-    backbone.save_pretrained(out_dir, safe_serialization=True)
-    tiny_image_processor().save_pretrained(out_dir)
-    strip_library_fields(out_dir)
-    return out_dir

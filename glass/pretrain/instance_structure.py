@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from glass.eval.object_discovery import _contingency, adjusted_rand_index
+from glass.eval.object_discovery import labels_ari
 from glass.seeding import sample_seed
 
 
@@ -71,13 +71,13 @@ def instance_structure(encoder, samples: Iterable[tuple[str, np.ndarray, np.ndar
         if len(ids) < 2:
             continue
         clusters = kmeans(tokens, len(ids), sample_seed(seed, key, "kmeans"))
-        aris.append(adjusted_rand_index(_contingency(clusters, labels)[0]))
+        aris.append(labels_ari(clusters, labels))
         foreground = labels > 0
         if len(np.unique(labels[foreground])) >= 2:
             fg_clusters = kmeans(tokens[torch.from_numpy(foreground)],
                                  len(np.unique(labels[foreground])),
                                  sample_seed(seed, key, "kmeans-fg"))
-            fg_aris.append(adjusted_rand_index(_contingency(fg_clusters, labels[foreground])[0]))
+            fg_aris.append(labels_ari(fg_clusters, labels[foreground]))
     return StructureScore(ari=float(np.mean(aris)) if aris else float("nan"),
                           fg_ari=float(np.mean(fg_aris)) if fg_aris else float("nan"),
                           images=len(aris))

@@ -28,11 +28,11 @@ from transformers import Dinov2Model
 
 from glass.data.toy_world import ToyWorldConfig, render_scene, scene_for_image
 from glass.io import atomic_open, file_sha256, publish_directory, staging_directory, write_json
-from glass.pretrain.dinov2_ssl import pretrain_dinov2, save_pretrained_dinov2
+from glass.pretrain.dinov2_ssl import pretrain_dinov2
 from glass.pretrain.instance_structure import instance_structure
 from glass.model.encoder import FrozenDinov2Encoder
 from glass.pretrain.params import PretrainParams
-from glass.tiny.dinov2 import build_tiny_dinov2, tiny_dinov2_config
+from glass.tiny.dinov2 import build_tiny_dinov2, save_dinov2_folder, tiny_dinov2_config
 
 log = logging.getLogger(__name__)
 RECORD_NAME = "pretraining.json"
@@ -75,7 +75,7 @@ def run_dinov2_pretraining(pretrain: PretrainParams, seed: int, out: str | Path,
     teacher, history = pretrain_dinov2(backbone, world, settings, seed=seed)
     seconds = time.perf_counter() - started
     with staging_directory(out) as staged:
-        save_pretrained_dinov2(teacher, staged)
+        save_dinov2_folder(teacher, staged)
         random_dir = build_tiny_dinov2(staged.parent / f".{out.name}-random",
                                        seed=settings.model_seed)
         scores = {}

@@ -43,10 +43,18 @@ def build_tiny_dinov2(out_dir: str | Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Dinov2Model(tiny_dinov2_config()).eval()
+    save_dinov2_folder(model, out_dir)
+    write_readme(out_dir, seed)
+    return out_dir
+
+
+def save_dinov2_folder(model: Dinov2Model, out_dir: str | Path) -> Path:
+    """``model`` and the tiny image processor as a folder ``Dinov2Model.from_pretrained`` (and
+    ``FrozenDinov2Encoder``) loads, the same bytes whatever the library versions."""
+    out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
     tiny_image_processor().save_pretrained(out_dir)
-    write_readme(out_dir, seed)
-    strip_library_fields(out_dir)   # the same bytes whatever the library versions
+    strip_library_fields(out_dir)
     return out_dir
 
 
