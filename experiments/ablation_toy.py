@@ -4,7 +4,10 @@
     python experiments/ablation_toy.py --steps 20 --seeds 0 --train-samples 64 --eval-images 8
 
 Writes reports/ablation_toy.json and reports/ablation_toy.md. Model sizes and optimiser settings
-come from configs/cpu/params.yaml (train section), tiny models are built into the work folder.
+come from configs/cpu/params.yaml (train section), and so do the models (its models section: the
+toy world's pretrained DINOv2 and Stable Diffusion; a tiny random-weight role is built into the
+work folder) and the generator (synth.backend with its settings). ``--oracle`` adds the
+oracle_full row: full guidance on the oracle renderer's shards.
 """
 
 import argparse
@@ -15,7 +18,7 @@ from glass.ablation import SETTINGS, run_ablation
 from glass.models import ModelsParams
 from glass.params import load_params, read_section
 from glass.stage_runner import run_stage
-from glass.synth.params import SynthParams
+from glass.synth.params import GeneratorSettings, SynthParams
 from glass.train.params import TrainParams
 from glass.tiny.dinov2 import build_tiny_dinov2
 from glass.tiny.stable_diffusion import build_tiny_stable_diffusion
@@ -31,6 +34,10 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--train-samples", type=int, default=2000)
     parser.add_argument("--eval-images", type=int, default=200)
+    parser.add_argument("--generator", choices=["stable_diffusion", "toy"], default=None,
+                        help="the shards' generator (default: the params' synth.backend)")
+    parser.add_argument("--oracle", action=argparse.BooleanOptionalAction, default=True,
+                        help="add the oracle_full row (full guidance, oracle renderer's shards)")
     parser.add_argument("--work-dir", default="scratch/ablation_toy")
     parser.add_argument("--report-dir", default="reports")
     args = parser.parse_args()
@@ -39,17 +46,31 @@ def main() -> None:
     train = read_section(params, "train", TrainParams)
     synth = read_section(params, "synth", SynthParams)
     work = Path(args.work_dir)
-    refs = {"encoder": str(work / "models" / "dinov2"), "stable_diffusion": str(work / "models" / "decoder")}
-    if not Path(refs["encoder"], "config.json").exists():
-        build_tiny_dinov2(refs["encoder"], seed=models.dinov2.seed)
-    if not Path(refs["stable_diffusion"], "model_index.json").exists():
-        build_tiny_stable_diffusion(refs["stable_diffusion"], seed=models.decoder.seed)
+
+    def model_folder(role: str, spec, builder) -> str:
+        if spec.id is not None:
+            return spec.id
+        folder = work / "models" / role
+        if not folder.is_dir():
+            builder(folder, seed=spec.seed)
+        return str(folder)
+
+    refs = {"encoder": model_folder("dinov2", models.dinov2, build_tiny_dinov2),
+            "stable_diffusion": model_folder("decoder", models.decoder,
+                                             build_tiny_stable_diffusion)}
+    backend = args.generator or synth.backend
+    generator = GeneratorSettings(
+        backend=backend, stable_diffusion=synth.stable_diffusion, toy=synth.toy,
+        models={"stable_diffusion": model_folder("stable_diffusion", models.stable_diffusion,
+                                                 build_tiny_stable_diffusion)})
+    oracle = (GeneratorSettings(backend="toy", toy=synth.toy)
+              if args.oracle and backend != "toy" else None)
     train = train.replace(logging=train.logging.replace(checkpoint_every=max(args.steps // 4, 1),
                                                         grid_every=args.steps))
-    report = run_ablation(train, refs, synth.toy, work_dir=work,
+    report = run_ablation(train, refs, generator, synth.toy.world, work_dir=work,
                           report_dir=args.report_dir, steps=args.steps, seeds=args.seeds,
                           settings=args.settings, train_samples=args.train_samples,
-                          eval_images=args.eval_images)
+                          eval_images=args.eval_images, oracle=oracle)
     logging.getLogger("glass.ablation").info("report: %s", {k: v for k, v in report.items()})
     print(Path(args.report_dir, "ablation_toy.md").read_text())
 

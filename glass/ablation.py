@@ -1,10 +1,16 @@
 """The miniature guidance ablation (the paper's Table 6a in small) on the toy world.
 
 Four settings with the same step budget — full guidance, semantic-only, instance-only and
-recon-only — each trained (phase 1) for several seeds on toy-world synthesis shards, evaluated on
-held-out toy-world images with instance ground truth: mIoU_i and mBO_i (Hungarian-matched IoU and
-best overlap against instance masks, background counted as a region, per-image averaging) and the
-share of images where two same-class instances fall mostly into one slot (``same_class_merged``).
+recon-only — each trained (phase 1) for several seeds on synthesis shards of one generator (the
+trained tiny SD with attention pseudo masks: the method's own data path; or the oracle ``toy``
+renderer with exact masks), evaluated on held-out toy-world images with instance ground truth:
+mIoU_i and mBO_i (Hungarian-matched IoU and best overlap against instance masks, background
+counted as a region, per-image averaging) and the share of images where two same-class instances
+fall mostly into one slot (``same_class_merged``). The optional ``oracle_full`` row is full
+guidance on the oracle renderer's shards: the upper bound of what better pseudo masks could give.
+
+Prompts are those of toy-world scenes, as the pipeline writes them (labels caption; classes),
+so both generators get the same prompts; the oracle renderer reads only the class list.
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from glass.data.toy_world import write_coco_dataset
+from glass.data.toy_world import ToyWorldConfig, scene_for_image, write_coco_dataset
 from glass.eval.datasets import Preprocess, ToyInstances
 from glass.eval.discovery import image_tensor
 from glass.eval.object_discovery import mean_metrics, object_discovery, same_class_merged
 from glass.model import GlassModel
 from glass.io import atomic_open, write_json
 from glass.seeding import sample_rng
-from glass.synth.params import GeneratorSettings, SynthToyParams
+from glass.pretrain.latent_diffusion import scene_prompt
+from glass.synth.params import GeneratorSettings
+from glass.text.prompts import CLASS_SEPARATOR
 from glass.synth.sharded_run import GeneratorSpec, run_sharded_synthesis
 from glass.train.params import LossParams, TrainParams
 from glass.train.trainer import train_phase
@@ -38,29 +46,33 @@ SETTINGS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def toy_prompt_records(count: int, seed: int, classes: tuple[str, ...]) -> list[dict]:
-    """Prompt-like records for the toy generator: 1–3 classes per sample, seeded per key (the toy
-    generator adds further instances of those classes, so same-class pairs are frequent)."""
+ORACLE_ROW = "oracle_full"
+PROMPT_SPLIT = "ablation"       # toy-world scenes of their own, never the evaluation's
+
+
+def scene_prompt_records(count: int, seed: int, world: ToyWorldConfig) -> list[dict]:
+    """Prompt records of ``count`` toy-world scenes, as the prompts stage writes them."""
     records = []
     for index in range(count):
         key = f"ablation-{index:06d}"
-        rng = sample_rng(seed, key, "ablation-prompt")
-        chosen = list(rng.choice(classes, size=int(rng.integers(1, 4)), replace=False))
-        records.append({"key": key, "prompt": "; " + " ".join(chosen), "caption": "",
-                        "classes": chosen})
+        scene = scene_for_image(world, seed, PROMPT_SPLIT, index)
+        prompt = scene_prompt(scene, sample_rng(seed, key, "ablation-prompt"))
+        caption, _, classes = prompt.rpartition(CLASS_SEPARATOR)
+        records.append({"key": key, "prompt": prompt, "caption": caption,
+                        "classes": list(dict.fromkeys(scene.class_names))})
     return records
 
 
-def prepare_data(work_dir: Path, synth_toy: SynthToyParams, train_samples: int,
-                 eval_images: int, seed: int) -> tuple[Path, Path]:
-    """Training shards (toy generator) and a held-out COCO-format toy split with instance GT."""
-    shard_dir, eval_dir = work_dir / "shards", work_dir / "eval"
-    config = synth_toy.world
+def prepare_data(work_dir: Path, generator: GeneratorSettings, world: ToyWorldConfig,
+                 train_samples: int, eval_images: int, seed: int) -> tuple[Path, Path]:
+    """Training shards of ``generator`` and a held-out COCO-format toy split with instance GT."""
+    shard_dir, eval_dir = work_dir / f"shards-{generator.backend}", work_dir / "eval"
+    config = world
     if not (shard_dir / "manifest.json").exists():
-        run_sharded_synthesis(toy_prompt_records(train_samples, seed, config.classes),
-                              GeneratorSpec("toy", GeneratorSettings(backend="toy", toy=synth_toy)),
+        run_sharded_synthesis(scene_prompt_records(train_samples, seed, world),
+                              GeneratorSpec(generator.backend, generator),
                               shard_dir, shard_size=100, seed=seed, batch_size=8, num_workers=0,
-                              jpeg_quality=95, store_attention=False, progress=False)
+                              jpeg_quality=95, store_attention=False, progress=True)
     if not (eval_dir / "annotations" / "instances_val.json").exists():
         # a different seed from the training data: held-out scenes
         write_coco_dataset(eval_dir, config, {"val": eval_images}, seed=seed + 10_000, progress=False)
@@ -99,11 +111,13 @@ def summarise(runs: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, An
     return table
 
 
-def markdown_table(table: dict[str, dict[str, Any]], steps: int) -> str:
-    lines = [f"Miniature guidance ablation (toy world, phase 1, {steps} steps, mean ± std over seeds)",
-             "", "| setting | mIoU_i | mBO_i | same-class merged |", "|---|---|---|---|"]
+def markdown_table(table: dict[str, dict[str, Any]], steps: int, generator: str) -> str:
+    lines = [f"Miniature guidance ablation (toy world, phase 1, {steps} steps, mean ± std over "
+             f"seeds; shards: {generator}, {ORACLE_ROW}: the oracle renderer's)",
+             "", "| setting | generator | mIoU_i | mBO_i | same-class merged |",
+             "|---|---|---|---|---|"]
     for setting, row in table.items():
-        lines.append(f"| {setting} | {row['miou_i']:.3f} ± {row['miou_i_std']:.3f} | "
+        lines.append(f"| {setting} | {row['generator']} | {row['miou_i']:.3f} ± {row['miou_i_std']:.3f} | "
                      f"{row['mbo_i']:.3f} ± {row['mbo_i_std']:.3f} | "
                      f"{row['same_class_merged']:.2f} ± {row['same_class_merged_std']:.2f} |")
     return "\n".join(lines) + "\n"
@@ -111,39 +125,52 @@ def markdown_table(table: dict[str, dict[str, Any]], steps: int) -> str:
 
 def write_report(runs: dict[str, list[dict[str, float]]], train: TrainParams,
                  report_dir: Path, *, steps: int, seeds: list[int], train_samples: int,
-                 eval_images: int) -> dict:
+                 eval_images: int, generator: str, encoder: str) -> dict:
     """``ablation_toy.json`` (one key per setting) and ``ablation_toy.md``, written atomically."""
     table = summarise({setting: results for setting, results in runs.items() if results})
+    for setting, row in table.items():
+        row["generator"] = "toy" if setting == ORACLE_ROW else generator
     report = {"steps": steps, "seeds": seeds, "train_samples": train_samples,
-              "eval_images": eval_images,
+              "eval_images": eval_images, "generator": generator, "encoder": encoder,
               "train_config": {key: train.as_dict()[key] for key in ("model", "data", "phase1")},
               **table}
     write_json(report_dir / "ablation_toy.json", report)
     with atomic_open(report_dir / "ablation_toy.md") as handle:
-        handle.write(markdown_table(table, steps))
+        handle.write(markdown_table(table, steps, generator))
     return report
 
 
-def run_ablation(train: TrainParams, refs: dict[str, str], synth_toy: SynthToyParams, *,
-                 work_dir: str | Path, report_dir: str | Path, steps: int, seeds: list[int],
-                 settings: list[str], train_samples: int, eval_images: int) -> dict:
+def run_ablation(train: TrainParams, refs: dict[str, str], generator: GeneratorSettings,
+                 world: ToyWorldConfig, *, work_dir: str | Path, report_dir: str | Path,
+                 steps: int, seeds: list[int], settings: list[str], train_samples: int,
+                 eval_images: int, oracle: GeneratorSettings | None = None) -> dict:
+    """``refs``: the encoder and decoder folders; ``generator``: the shards' generator;
+    ``oracle``: the oracle renderer's settings for the ``oracle_full`` row (None: no row)."""
     work_dir, report_dir = Path(work_dir), Path(report_dir)
-    shard_dir, eval_dir = prepare_data(work_dir, synth_toy, train_samples, eval_images, seed=0)
-    runs: dict[str, list[dict[str, float]]] = {setting: [] for setting in settings}
+    shard_dirs = {}
+    shard_dirs["main"], eval_dir = prepare_data(work_dir, generator, world, train_samples,
+                                                eval_images, seed=0)
+    rows = [(setting, setting, "main") for setting in settings]
+    if oracle is not None:
+        shard_dirs["oracle"], _ = prepare_data(work_dir, oracle, world, train_samples,
+                                               eval_images, seed=0)
+        rows.append((ORACLE_ROW, "full", "oracle"))
+    runs: dict[str, list[dict[str, float]]] = {row: [] for row, _, _ in rows}
     # seed-major order, with the report rewritten after every run: an interrupted ablation still
     # leaves a table over every setting, and a rerun resumes each run from its last checkpoint
     for seed in seeds:
-        for setting in settings:
+        for row, setting, shards in rows:
             recon, semantic, instance = SETTINGS[setting]
             config = train.replace(
                 loss=LossParams(recon=recon, semantic=semantic, instance=instance),
                 phase1=train.phase1.replace(steps=steps))
-            run_dir = work_dir / "runs" / f"{setting}-seed{seed}"
-            train_phase(1, config, seed, refs, shard_dir, run_dir / "model", run_dir / "scratch",
-                        run_dir / "live")
+            run_dir = work_dir / "runs" / f"{row}-seed{seed}"
+            train_phase(1, config, seed, refs, shard_dirs[shards], run_dir / "model",
+                        run_dir / "scratch", run_dir / "live")
             result = evaluate(run_dir / "model", eval_dir, seed)
-            log.info("%s seed %d: %s", setting, seed, result)
-            runs[setting].append(dict(result, seed=seed))
+            log.info("%s seed %d: %s", row, seed, result)
+            runs[row].append(dict(result, seed=seed))
             report = write_report(runs, train, report_dir, steps=steps, seeds=seeds,
-                                  train_samples=train_samples, eval_images=eval_images)
+                                  train_samples=train_samples, eval_images=eval_images,
+                                  generator=generator.backend, encoder=refs["encoder"])
     return report

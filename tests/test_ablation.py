@@ -12,11 +12,15 @@ def test_short_ablation_writes_the_report(tmp_path):
     result = subprocess.run(
         [sys.executable, "experiments/ablation_toy.py", "--steps", "3", "--seeds", "0",
          "--train-samples", "24", "--eval-images", "6", "--work-dir", str(tmp_path / "work"),
+         "--generator", "stable_diffusion",
          "--report-dir", str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "reports" / "ablation_toy.json").read_text())
-    for setting in ("full", "semantic_only", "instance_only", "recon_only"):
+    assert report["generator"] == "stable_diffusion"
+    assert report["encoder"] == "models/toy/dinov2"
+    for setting in ("full", "semantic_only", "instance_only", "recon_only", "oracle_full"):
         row = report[setting]
+        assert row["generator"] == ("toy" if setting == "oracle_full" else "stable_diffusion")
         assert 0.0 <= row["miou_i"] <= 1.0 and 0.0 <= row["mbo_i"] <= 1.0
         assert row["mbo_i"] >= row["miou_i"] - 1e-9  # best overlap is never below the matched IoU
         assert "same_class_merged" in row and row["seeds"] == 1

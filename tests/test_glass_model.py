@@ -198,6 +198,13 @@ def test_a_local_model_folder_is_recorded_as_local(tmp_path):
     reference = materialize_model("dinov2", ModelSpec(id=str(repo / "models" / "my-dinov2")), out)
     assert reference["source"] == "local" and reference["path"] == "../../../../models/my-dinov2"
     assert model_reference(out) == str((repo / "models" / "my-dinov2").resolve())
+    # retrained weights change the reference (so the stages that use the role rerun)
+    (repo / "models" / "my-dinov2" / "model.safetensors").write_bytes(b"weights")
+    first = materialize_model("dinov2", ModelSpec(id=str(repo / "models" / "my-dinov2")), out)
+    (repo / "models" / "my-dinov2" / "model.safetensors").write_bytes(b"retrained")
+    second = materialize_model("dinov2", ModelSpec(id=str(repo / "models" / "my-dinov2")), out)
+    assert first["content_sha256"] != second["content_sha256"] != reference["content_sha256"]
+    assert json.loads((out / "glass-model.json").read_text()) == second
     hub = materialize_model("dinov2", ModelSpec(id="facebook/dinov2-base"), out)
     assert hub == {"role": "dinov2", "source": "hub", "id": "facebook/dinov2-base"}
     with pytest.raises(MissingInput, match="models.dinov2.id: the folder .*missing-model"):

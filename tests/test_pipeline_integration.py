@@ -92,7 +92,8 @@ def cpu_repo(tmp_path_factory):
 def test_cpu_graph_runs_through_evaluation(cpu_repo):
     workdir, first = cpu_repo
     assert _ran(first.stdout) == {"models", "prepare", "caption", "prompts", "synthesize",
-                                  "train_phase1", "train_phase2", "predict", "evaluate"}
+                                  "judge_masks", "train_phase1", "train_phase2", "predict",
+                                  "evaluate"}
     out = workdir / "data/cpu"
     assert len(read_jsonl(out / "prepared/index_caption.jsonl")) == 24
     assert len(read_jsonl(out / "prepared/index_eval.jsonl")) == 8
@@ -113,6 +114,11 @@ def test_cpu_graph_runs_through_evaluation(cpu_repo):
     assert "data/cpu/metrics/prompts.json" in metrics and "data/cpu/metrics/synthesis.json" in metrics
     assert "data/cpu/metrics/evaluate.json" in metrics
     assert "data/cpu/metrics/generation.json" in metrics
+    # the pseudo masks of the trained tiny SD, scored by the judge
+    quality = json.loads((out / "metrics/pseudo_masks.json").read_text())
+    assert quality["judge"] == "models/toy/judge" and quality["samples"] == 48
+    assert 0.0 <= quality["miou_vs_judge"] <= 1.0 and 0.0 <= quality["class_presence"] <= 1.0
+    assert (out / "plots/pseudo_masks_vs_judge.png").exists()
     assert "object_discovery.toy_val.miou_i" in metrics, metrics
     assert (out / "eval/report.md").exists() and (out / "eval/curves/toy_val.csv").exists()
 
@@ -134,8 +140,9 @@ def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_re
     assert "object_discovery.toy_val.fg_ari" not in diff, diff  # FG-ARI ignores background
     _set_param(workdir, "caption.backend", "template")
     changed = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
-    assert _ran(changed.stdout) == {"caption", "prompts", "synthesize", "train_phase1",
-                                    "train_phase2", "predict", "evaluate"}, changed.stdout
+    assert _ran(changed.stdout) == {"caption", "prompts", "synthesize", "judge_masks",
+                                    "train_phase1", "train_phase2", "predict",
+                                    "evaluate"}, changed.stdout
     captions = read_jsonl(workdir / "data/cpu/captions.jsonl")
     assert all(r["caption"].startswith("A high-quality image of ") for r in captions)
     assert _ran(_dvc(workdir, "repro", "configs/cpu/dvc.yaml").stdout) == set()

@@ -85,7 +85,7 @@ def test_the_committed_pretrained_dinov2_loads_and_matches_its_params():
     record = json.loads((folder / "pretraining.json").read_text())
     params = load_params(repo / "configs" / "toy-pretrain" / "params.yaml")
     assert record["params"] == json.loads(json.dumps(
-        read_section(params, "pretrain", PretrainParams).as_dict()))
+        read_section(params, "pretrain", PretrainParams).record_for("dinov2")))
     assert record["seed"] == read_seed(params)
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     assert size < 20 * 2**20

@@ -6,6 +6,7 @@ import dataclasses
 
 from glass.data.toy_world import ToyWorldConfig
 from glass.params import Params, nested, param
+from glass.pretrain.judge_params import JudgeSettings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +39,41 @@ class SelfDistillationSettings(Params):
 
 
 @dataclasses.dataclass(frozen=True)
+class LatentDiffusionSettings(Params):
+    """``pretrain.stable_diffusion``: the tiny text-to-image latent diffusion model
+    (glass.pretrain.latent_diffusion). Defaults are the committed run's."""
+
+    image_size: int = param(64, min=16)           # the tiny SD's image size (VAE scale 4)
+    pool_size: int = param(6000, min=1)           # scenes rendered once, drawn from each step
+    vae_steps: int = param(800, min=1)
+    vae_batch_size: int = param(16, min=1)
+    vae_lr: float = param(1e-3, gt=0)
+    vae_kl_weight: float = param(1e-4, min=0)     # per latent element, against the per-pixel L2
+    unet_steps: int = param(2500, min=1)
+    unet_batch_size: int = param(32, min=1)
+    unet_lr: float = param(5e-4, gt=0)            # UNet and text encoder together
+    warmup_steps: int = param(100, min=1)
+    caption_dropout: float = param(0.1, min=0, max=1)   # empty prompt: classifier-free guidance
+    # the saved weights' moving average: a window of ~200 steps (1 / (1 - decay)); at 0.999 it
+    # held a third of the weights of the first half of a 2,000-step run, whose samples were noise
+    ema_decay: float = param(0.995, min=0, max=1)
+    model_seed: int = param(0, min=0)             # the random initial weights (glass.tiny)
+    sample_prompts: int = param(16, min=1)        # the sample grid's prompts (held-out scenes)
+    sample_steps: int = param(20, min=1)
+    guidance_scale: float = param(4.0, min=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class PretrainParams(Params):
     """``pretrain``: the toy world the models learn from, and each model's settings."""
 
     world: ToyWorldConfig = nested(ToyWorldConfig)
     dinov2: SelfDistillationSettings = nested(SelfDistillationSettings)
+    stable_diffusion: LatentDiffusionSettings = nested(LatentDiffusionSettings)
+    judge: JudgeSettings = nested(JudgeSettings)
+
+    def record_for(self, model: str) -> dict:
+        """The params that decide one model's weights (its world and its settings), as the
+        pretraining record stores them; ``model`` is a section name (dinov2, ...)."""
+        params = self.as_dict()
+        return {"world": params["world"], model: params[model]}

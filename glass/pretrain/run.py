@@ -50,14 +50,14 @@ def held_out_samples(world: ToyWorldConfig, seed: int, count: int):
         yield f"{EVAL_SPLIT}-{index:05d}", rendered.image, rendered.instance_map
 
 
-def code_version(repo: Path) -> dict[str, Any]:
-    """The commit (if a git checkout) and the hash of each file in SOURCES."""
+def code_version(repo: Path, sources: tuple[str, ...] = SOURCES) -> dict[str, Any]:
+    """The commit (if a git checkout) and the hash of each file in ``sources``."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
                                 text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    return {"commit": commit, "files": {name: file_sha256(repo / name) for name in SOURCES}}
+    return {"commit": commit, "files": {name: file_sha256(repo / name) for name in sources}}
 
 
 def run_dinov2_pretraining(pretrain: PretrainParams, seed: int, out: str | Path,
@@ -89,7 +89,8 @@ def run_dinov2_pretraining(pretrain: PretrainParams, seed: int, out: str | Path,
         write_json(staged / RECORD_NAME, {
             "what": "tiny DINOv2 pretrained on toy-world scenes without labels "
                     "(glass.pretrain.dinov2_ssl)",
-            "seed": seed, "params": pretrain.as_dict(), "code": code_version(Path(repo)),
+            "seed": seed, "params": pretrain.record_for("dinov2"),
+            "code": code_version(Path(repo)),
             "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(), **metrics})
         publish_directory(staged, out)
     write_json(metrics_path, metrics)

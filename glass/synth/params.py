@@ -84,6 +84,17 @@ class Sam2Params(Params):
 
 
 @dataclass(frozen=True)
+class JudgeParams(Params):
+    """``synth.judge``: the segmenter that scores the shards' pseudo masks independently of the
+    attention path (glass.synth.mask_quality; the judge_masks stage). ``model`` null: no judge
+    (the paper configuration has none for real-world images)."""
+
+    model: str | None = None                          # a ToySegmenter folder (models/toy/judge)
+    min_presence: float = param(0.004, gt=0.0, max=1.0)   # image share for "class present"
+    grid_samples: int = param(8, min=1)
+
+
+@dataclass(frozen=True)
 class GeneratorSettings(Params):
     """Everything a synthesis worker needs to build its generator, and that decides the bytes
     of what it generates: the backend's settings and the models (``from_pretrained`` refs)."""
@@ -128,6 +139,7 @@ class SynthParams(Params):
     stable_diffusion: StableDiffusionParams = nested(StableDiffusionParams)
     toy: SynthToyParams = nested(SynthToyParams)
     sam2: Sam2Params = nested(Sam2Params)
+    judge: JudgeParams = nested(JudgeParams)          # scores the shards; never changes them
 
     def generator_settings(self, models: dict[str, str]) -> GeneratorSettings:
         return GeneratorSettings(backend=self.backend, mask_source=self.mask_source,

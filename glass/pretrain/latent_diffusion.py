@@ -1,0 +1,200 @@
+"""Training the tiny text-to-image latent diffusion model on toy-world scenes, in Stable
+Diffusion's layout (glass.tiny.stable_diffusion: VAE, UNet with cross-attention, CLIP text
+encoder and tokenizer, PNDM scheduler), so that ``StableDiffusionPipeline.from_pretrained`` loads
+it and the synthesize stage's attention capture, class-token lookup and refinement run on it
+unchanged.
+
+Two phases, as latent diffusion is trained (Rombach et al. 2022):
+
+1. the **autoencoder** (``AutoencoderKL``): L2 reconstruction plus a small KL term on scenes
+   rendered at ``image_size``; afterwards its ``scaling_factor`` is set to 1/std of the pool's
+   latents, the rule SD's 0.18215 came from, so the UNet sees unit-variance latents;
+2. the **UNet and the text encoder** together, from scratch: DDPM epsilon prediction with SD's
+   noise schedule, on the pool's latents (a posterior sample per draw), conditioned on prompts
+   in the style the prompts stage writes (``"<caption>; <class> <class>"``, glass.text.prompts),
+   the caption dropped (empty prompt) with probability ``caption_dropout`` so that
+   classifier-free guidance works; an exponential moving average of both is what is saved.
+
+Captions are those the pipeline's own captioners write for a toy scene: the labels captioner's
+("A photo of two kites and a pizza.") or one of the toy world's two ground-truth captions, drawn
+per scene. Everything is seeded by ``seed`` (pool, draws, noise, timesteps, dropout).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from tqdm import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from glass.caption.labels import caption_from_labels
+from glass.data.toy_world import (ToyWorldConfig, class_counts, make_captions, render_scene,
+                                  scene_for_image)
+from glass.pretrain.params import LatentDiffusionSettings
+from glass.text.prompts import build_prompt
+from glass.tiny.stable_diffusion import sd21_base_scheduler_config
+
+log = logging.getLogger(__name__)
+# the noise schedule of SD 2.1 base (training uses DDPM's forward process with it)
+DDPM_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset",
+             "prediction_type")
+PRETRAIN_SPLIT = "pretrain"      # the same scene split as the DINOv2's pool (never val scenes)
+
+
+@dataclasses.dataclass
+class ScenePool:
+    """Rendered scenes with their prompts: images (N, 3, S, S) in [-1, 1], one prompt each."""
+
+    images: torch.Tensor
+    prompts: list[str]
+
+
+def scene_prompt(scene, rng: np.random.Generator) -> str:
+    """A prompt for ``scene`` as the prompts stage writes it: a caption, then its classes."""
+    counts = class_counts(scene)
+    classes = [name for name, _ in counts]
+    captions = [caption_from_labels(classes, dict(counts))] + make_captions(scene, rng)
+    return build_prompt(captions[int(rng.integers(len(captions)))], classes)
+
+
+def render_pool(world: ToyWorldConfig, seed: int, count: int, progress: bool = True) -> ScenePool:
+    images, prompts = [], []
+    for index in tqdm(range(count), desc="render toy scenes", disable=not progress):
+        scene = scene_for_image(world, seed, PRETRAIN_SPLIT, index)
+        images.append(render_scene(scene, world).image)
+        prompts.append(scene_prompt(scene, np.random.default_rng([seed, index])))
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return ScenePool(images=pixels.contiguous(), prompts=prompts)
+
+
+def warmup_cosine(step: int, steps: int, warmup: int, lr: float) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _run_steps(steps: int, desc: str, progress: bool,
+               step_fn: Callable[[int], dict[str, float]]) -> list[dict[str, float]]:
+    history = []
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
+    for step in bar:
+        row = {"step": step, **step_fn(step)}
+        history.append(row)
+        if step % 20 == 0:
+            bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k != "step"})
+    return history
+
+
+def train_autoencoder(vae: AutoencoderKL, pool: ScenePool, settings: LatentDiffusionSettings,
+                      seed: int, progress: bool = True) -> list[dict[str, float]]:
+    """Phase 1: L2 reconstruction + ``vae_kl_weight`` · KL; sets ``scaling_factor`` at the end."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    vae.train()
+
+    def step_fn(step: int) -> dict[str, float]:
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(step, settings.vae_steps, settings.warmup_steps,
+                                        settings.vae_lr)
+        images = pool.images[torch.randint(len(pool.images), (settings.vae_batch_size,),
+                                           generator=generator)]
+        posterior = vae.encode(images).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator)
+        latents = posterior.mean + posterior.std * noise
+        reconstruction = vae.decode(latents).sample
+        recon = F.mse_loss(reconstruction, images)
+        kl = posterior.kl().mean() / posterior.mean[0].numel()
+        loss = recon + settings.vae_kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        optimizer.step()
+        return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
+
+    history = _run_steps(settings.vae_steps, "pretrain vae", progress, step_fn)
+    vae.eval()
+    moments = encode_pool(vae, pool)
+    std = float(moments[0].std())
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    return history
+
+
+@torch.no_grad()
+def encode_pool(vae: AutoencoderKL, pool: ScenePool, batch: int = 128
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(means, stds) of the pool's latent posteriors (unscaled)."""
+    means, stds = [], []
+    for start in range(0, len(pool.images), batch):
+        posterior = vae.encode(pool.images[start:start + batch]).latent_dist
+        means.append(posterior.mean)
+        stds.append(posterior.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def tokenize(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+    return tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for target, source in zip(ema.parameters(), model.parameters()):
+        target.mul_(decay).add_(source.detach(), alpha=1 - decay)
+
+
+def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+                   tokenizer: CLIPTokenizer, vae: AutoencoderKL, pool: ScenePool,
+                   settings: LatentDiffusionSettings, seed: int, progress: bool = True
+                   ) -> tuple[UNet2DConditionModel, CLIPTextModel, list[dict[str, float]]]:
+    """Phase 2: the UNet and the text encoder on the frozen autoencoder's latents; returns their
+    EMA copies and the per-step losses."""
+    generator = torch.Generator().manual_seed(seed)
+    scheduler = DDPMScheduler(**{k: v for k, v in sd21_base_scheduler_config().items()
+                                 if k in DDPM_KEYS})
+    means, stds = encode_pool(vae, pool)
+    scale = vae.config.scaling_factor
+    token_ids = tokenize(tokenizer, pool.prompts)
+    empty_ids = tokenize(tokenizer, [""])[0]
+    unet.train()
+    text_encoder.train()
+    ema_unet = copy.deepcopy(unet).requires_grad_(False).eval()
+    ema_text = copy.deepcopy(text_encoder).requires_grad_(False).eval()
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=settings.unet_lr, weight_decay=1e-2)
+
+    def step_fn(step: int) -> dict[str, float]:
+        lr = warmup_cosine(step, settings.unet_steps, settings.warmup_steps, settings.unet_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        draw = torch.randint(len(pool.images), (settings.unet_batch_size,), generator=generator)
+        latents = (means[draw] + stds[draw] * torch.randn(means[draw].shape,
+                                                          generator=generator)) * scale
+        ids = token_ids[draw].clone()
+        dropped = torch.rand(len(draw), generator=generator) < settings.caption_dropout
+        ids[dropped] = empty_ids
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (len(draw),),
+                                  generator=generator)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        context = text_encoder(ids).last_hidden_state
+        predicted = unet(noisy, timesteps, encoder_hidden_states=context).sample
+        loss = F.mse_loss(predicted, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        decay = min(settings.ema_decay, (1 + step) / (10 + step))
+        update_ema(ema_unet, unet, decay)
+        update_ema(ema_text, text_encoder, decay)
+        return {"loss": loss.item(), "lr": lr}
+
+    history = _run_steps(settings.unet_steps, "pretrain unet", progress, step_fn)
+    return ema_unet, ema_text, history

@@ -1,0 +1,95 @@
+"""The toy world's own text-to-image latent diffusion model (glass.pretrain.latent_diffusion,
+glass.pretrain.stable_diffusion_run) and the committed model it produced."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from glass.data.toy_world import ToyWorldConfig, class_counts, scene_for_image
+from glass.pretrain.latent_diffusion import PRETRAIN_SPLIT, render_pool, scene_prompt
+from glass.pretrain.params import LatentDiffusionSettings, PretrainParams
+from glass.text.prompts import CLASS_SEPARATOR
+
+REPO = Path(__file__).resolve().parents[1]
+COMMITTED = REPO / "models" / "toy" / "stable_diffusion"
+
+
+def test_prompts_are_written_as_the_prompts_stage_writes_them():
+    world = ToyWorldConfig(image_size=64)
+    pool = render_pool(world, seed=3, count=6, progress=False)
+    assert pool.images.shape == (6, 3, 64, 64)
+    assert -1.0 <= float(pool.images.min()) and float(pool.images.max()) <= 1.0
+    for index, prompt in enumerate(pool.prompts):
+        scene = scene_for_image(world, 3, PRETRAIN_SPLIT, index)
+        caption, classes = prompt.rsplit(CLASS_SEPARATOR, 1)
+        assert classes == " ".join(name for name, _ in class_counts(scene))
+        assert caption and CLASS_SEPARATOR not in caption
+    again = scene_prompt(scene_for_image(world, 3, PRETRAIN_SPLIT, 0), np.random.default_rng([3, 0]))
+    assert again == pool.prompts[0]
+
+
+def tiny_run(tmp_path: Path, name: str) -> Path:
+    from glass.pretrain.stable_diffusion_run import run_stable_diffusion_pretraining
+
+    settings = replace(LatentDiffusionSettings(), pool_size=8, vae_steps=2, vae_batch_size=2,
+                       unet_steps=2, unet_batch_size=2, warmup_steps=1, sample_prompts=1,
+                       sample_steps=1)
+    out = tmp_path / name
+    run_stable_diffusion_pretraining(PretrainParams(stable_diffusion=settings), 1, out / "model",
+                                     out / "m.json", out / "v.tsv", out / "u.tsv", out / "s.png",
+                                     repo=REPO)
+    return out
+
+
+def test_a_short_run_is_deterministic_and_writes_a_pipeline_diffusers_loads(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    first, second = tiny_run(tmp_path, "a"), tiny_run(tmp_path, "b")
+    for part in ("unet", "vae", "text_encoder"):
+        a = load_file(first / "model" / part / "diffusion_pytorch_model.safetensors"
+                      if part != "text_encoder" else first / "model" / part / "model.safetensors")
+        b = load_file(second / "model" / part / "diffusion_pytorch_model.safetensors"
+                      if part != "text_encoder" else second / "model" / part / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    pipeline = StableDiffusionPipeline.from_pretrained(first / "model", safety_checker=None)
+    assert pipeline.vae_scale_factor == 4
+    record = json.loads((first / "model" / "pretraining.json").read_text())
+    assert record["params"]["stable_diffusion"]["unet_steps"] == 2
+    assert set(record["params"]) == {"world", "stable_diffusion"}
+    assert (first / "u.tsv").read_text().splitlines()[0] == "step\tloss"
+
+
+def test_the_committed_tiny_sd_matches_its_params_and_drives_the_synthesis_backend():
+    """models/toy/stable_diffusion is what `dvc repro configs/toy-pretrain/dvc.yaml` wrote; its
+    record must name the params the graph holds now, and the synthesize stage's backend (attention
+    capture, class tokens, refinement) must run on it at the CPU configuration's settings."""
+    from glass.params import load_params, read_section, read_seed
+    from glass.synth.params import SynthParams
+    from glass.synth.stable_diffusion import StableDiffusionGenerator
+
+    record = json.loads((COMMITTED / "pretraining.json").read_text())
+    params = load_params(REPO / "configs" / "toy-pretrain" / "params.yaml")
+    assert record["params"] == json.loads(json.dumps(
+        read_section(params, "pretrain", PretrainParams).record_for("stable_diffusion")))
+    assert record["seed"] == read_seed(params)
+    size = sum(p.stat().st_size for p in (REPO / "models" / "toy").rglob("*") if p.is_file())
+    assert size < 20 * 2**20
+    cpu = read_section(load_params(REPO / "configs" / "cpu" / "params.yaml"), "synth", SynthParams)
+    settings = cpu.stable_diffusion
+    generator = StableDiffusionGenerator(
+        str(COMMITTED), image_size=settings.image_size, steps=2,
+        guidance_scale=settings.guidance_scale, negative_prompt=settings.negative_prompt,
+        dtype="float32", device="cpu", cross_attention_res=settings.cross_attention_res,
+        self_attention_res=settings.self_attention_res,
+        vae_scale_factor=settings.vae_scale_factor, tau=settings.tau, low=settings.low,
+        high=settings.high)
+    sample = generator.generate({"key": "k", "prompt": "A photo of a pizza and a kite.; pizza kite",
+                                 "caption": "A photo of a pizza and a kite.",
+                                 "classes": ["pizza", "kite"]}, seed=0)
+    assert sample.image.shape == (64, 64, 3) and sample.mask.shape == (64, 64)
+    assert set(np.unique(sample.mask)) <= {0, 1, 2, 255}
