@@ -18,12 +18,10 @@ import torch
 from glass.io import publish_directory, staging_directory, strip_library_fields, write_json
 from glass.pretrain.judge import judge_accuracy, train_judge
 from glass.pretrain.params import PretrainParams
-from glass.pretrain.run import code_version
+from glass.pretrain.run import EVAL_SEED_OFFSET, RECORD_NAME, code_version
 from glass.pretrain.stable_diffusion_run import write_curve
 
 log = logging.getLogger(__name__)
-RECORD_NAME = "pretraining.json"
-EVAL_SEED_OFFSET = 10_000     # held-out renders: another seed than the training pool
 SOURCES = ("glass/pretrain/judge.py", "glass/pretrain/judge_run.py", "glass/pretrain/params.py",
            "glass/data/toy_world.py")
 

@@ -35,9 +35,9 @@ from glass.pretrain.params import PretrainParams
 from glass.tiny.dinov2 import build_tiny_dinov2, save_dinov2_folder, tiny_dinov2_config
 
 log = logging.getLogger(__name__)
-RECORD_NAME = "pretraining.json"
+RECORD_NAME = "pretraining.json"   # every pretrained model's record (glass.pretrain.*_run)
 EVAL_SPLIT = "val"
-EVAL_SEED_OFFSET = 10_000     # held-out scenes: another seed than the training pool
+EVAL_SEED_OFFSET = 10_000     # held-out scenes of every pretraining: another seed than its pool
 # the source files that decide the pretrained weights (recorded with their hashes)
 SOURCES = ("glass/pretrain/dinov2_ssl.py", "glass/pretrain/params.py", "glass/tiny/dinov2.py",
            "glass/data/toy_world.py")

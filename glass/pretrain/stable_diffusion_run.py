@@ -34,14 +34,12 @@ from glass.io import atomic_open, publish_directory, staging_directory, strip_li
 from glass.pretrain.latent_diffusion import (ScenePool, render_pool, train_autoencoder,
                                              train_denoiser)
 from glass.pretrain.params import PretrainParams
-from glass.pretrain.run import code_version
+from glass.pretrain.run import EVAL_SEED_OFFSET, RECORD_NAME, code_version
 from glass.tiny.stable_diffusion import (build_tiny_clip_tokenizer, sd21_base_scheduler_config,
                                          tiny_text_config, tiny_unet_config, tiny_vae_config)
 from glass.viz import save_grid
 
 log = logging.getLogger(__name__)
-RECORD_NAME = "pretraining.json"
-HELD_OUT_SEED_OFFSET = 10_000     # held-out scenes: another seed than the training pool
 HELD_OUT_SCENES = 64
 SOURCES = ("glass/pretrain/latent_diffusion.py", "glass/pretrain/stable_diffusion_run.py",
            "glass/pretrain/params.py", "glass/tiny/stable_diffusion.py",
@@ -114,7 +112,7 @@ def run_stable_diffusion_pretraining(pretrain: PretrainParams, seed: int, out: s
     unet, text_encoder, unet_history = train_denoiser(unet, text_encoder, tokenizer, vae, pool,
                                                       settings, seed=seed + 1)
     seconds = time.perf_counter() - started
-    held_out = render_pool(world, seed + HELD_OUT_SEED_OFFSET, HELD_OUT_SCENES, progress=False)
+    held_out = render_pool(world, seed + EVAL_SEED_OFFSET, HELD_OUT_SCENES, progress=False)
     metrics = {
         "vae_reconstruction_psnr": round(reconstruction_psnr(vae, held_out), 4),
         "vae_scaling_factor": vae.config.scaling_factor,

@@ -61,11 +61,7 @@ class MaskQuality:
 
     def add(self, mask: np.ndarray, judged: np.ndarray, classes: list[str]) -> None:
         """One sample: its pseudo mask (H, W) uint8, the judge's labels (H, W), its classes."""
-        lookup = np.zeros(256, dtype=np.int64)
-        for index, name in enumerate(classes, start=1):
-            if name not in self.class_names:
-                raise ValueError(f"the judge knows no class {name!r} (knows {self.class_names})")
-            lookup[index] = 1 + self.class_names.index(name)
+        lookup = judge_label_lookup(classes, self.class_names)
         sure = mask != UNSURE_LABEL
         self.samples += 1
         self.pixels += mask.size
@@ -144,12 +140,20 @@ def judge_shards(judge, shard_dir: str | Path, min_presence: float = DEFAULT_MIN
 
 
 
+def judge_label_lookup(classes: list[str], class_names: tuple[str, ...]) -> np.ndarray:
+    """(256,) map from a pseudo-mask label (k = the sample's k-th class) to the judge's label;
+    0 and 255 map to themselves."""
+    lookup = np.arange(256, dtype=np.int64)
+    for index, name in enumerate(classes, start=1):
+        if name not in class_names:
+            raise ValueError(f"the judge knows no class {name!r} (knows {class_names})")
+        lookup[index] = 1 + class_names.index(name)
+    return lookup
+
+
 def in_judge_labels(mask: np.ndarray, classes: list[str], class_names: tuple[str, ...]) -> np.ndarray:
     """The pseudo mask with prompt indices replaced by the judge's labels (255 kept)."""
-    lookup = np.arange(256, dtype=np.uint8)
-    for index, name in enumerate(classes, start=1):
-        lookup[index] = 1 + class_names.index(name)
-    return lookup[mask]
+    return judge_label_lookup(classes, class_names)[mask].astype(np.uint8)
 
 
 def run_judge_masks(shard_dir: str | Path, judge_folder: str | None, metrics_path: str | Path,
