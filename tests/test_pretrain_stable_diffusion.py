@@ -93,3 +93,42 @@ def test_the_committed_tiny_sd_matches_its_params_and_drives_the_synthesis_backe
                                  "classes": ["pizza", "kite"]}, seed=0)
     assert sample.image.shape == (64, 64, 3) and sample.mask.shape == (64, 64)
     assert set(np.unique(sample.mask)) <= {0, 1, 2, 255}
+
+
+def test_cross_attention_query_key_projections_learn_at_their_own_rate():
+    """The first AdamW step moves a weight by about lr (sign of the gradient), so with
+    ``cross_attention_qk_lr_factor`` k the cross-attention query/key weights move k times as far
+    as with k = 1, and every other weight moves as far in both runs."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from glass.pretrain.latent_diffusion import (cross_attention_query_key_parameters,
+                                                 train_denoiser)
+    from glass.tiny.stable_diffusion import (build_tiny_clip_tokenizer, tiny_text_config,
+                                             tiny_unet_config, tiny_vae_config)
+
+    tokenizer = build_tiny_clip_tokenizer()
+    pool = render_pool(ToyWorldConfig(image_size=64), seed=0, count=4, progress=False)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**tiny_vae_config()).requires_grad_(False)
+    unet0, text0 = UNet2DConditionModel(**tiny_unet_config()), CLIPTextModel(tiny_text_config(tokenizer))
+    names = {name for name, _ in unet0.named_parameters()}
+    chosen = {name for name, p in unet0.named_parameters()
+              if any(p is q for q in cross_attention_query_key_parameters(unet0))}
+    assert chosen and all(".attn2.to_q." in n or ".attn2.to_k." in n for n in chosen)
+    assert len(chosen) == sum(".attn2.to_q." in n or ".attn2.to_k." in n for n in names)
+    moves = {}
+    for factor in (1.0, 8.0):
+        unet, text = (type(unet0)(**tiny_unet_config()), CLIPTextModel(tiny_text_config(tokenizer)))
+        unet.load_state_dict(unet0.state_dict())
+        text.load_state_dict(text0.state_dict())
+        settings = replace(LatentDiffusionSettings(), unet_steps=1, unet_batch_size=2,
+                           warmup_steps=1, ema_decay=0.0, cross_attention_qk_lr_factor=factor)
+        train_denoiser(unet, text, tokenizer, vae, pool, settings, seed=0, progress=False)
+        before = dict(unet0.named_parameters())
+        moves[factor] = {name: float((p - before[name]).abs().max())
+                         for name, p in unet.named_parameters()}
+    for name in chosen:
+        assert moves[8.0][name] == pytest.approx(8 * moves[1.0][name], rel=0.05), name
+    other = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+    assert moves[8.0][other] == pytest.approx(moves[1.0][other], rel=1e-4)

@@ -150,6 +150,15 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         target.mul_(decay).add_(source.detach(), alpha=1 - decay)
 
 
+def cross_attention_query_key_parameters(unet: UNet2DConditionModel) -> list[torch.nn.Parameter]:
+    """The query and key projection weights of every cross-attention layer (``attn2``)."""
+    chosen = [parameter for name, parameter in unet.named_parameters()
+              if ".attn2.to_q." in name or ".attn2.to_k." in name]
+    if not chosen:
+        raise ValueError("the UNet has no cross-attention (attn2) layers")
+    return chosen
+
+
 def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
                    tokenizer: CLIPTokenizer, vae: AutoencoderKL, pool: ScenePool,
                    settings: LatentDiffusionSettings, seed: int, progress: bool = True
@@ -167,13 +176,20 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
     text_encoder.train()
     ema_unet = copy.deepcopy(unet).requires_grad_(False).eval()
     ema_text = copy.deepcopy(text_encoder).requires_grad_(False).eval()
-    parameters = list(unet.parameters()) + list(text_encoder.parameters())
-    optimizer = torch.optim.AdamW(parameters, lr=settings.unet_lr, weight_decay=1e-2)
+    cross_qk = cross_attention_query_key_parameters(unet)
+    chosen = {id(parameter) for parameter in cross_qk}
+    rest = [parameter for parameter in [*unet.parameters(), *text_encoder.parameters()]
+            if id(parameter) not in chosen]
+    parameters = rest + cross_qk
+    optimizer = torch.optim.AdamW(
+        [{"params": rest, "lr_factor": 1.0},
+         {"params": cross_qk, "lr_factor": settings.cross_attention_qk_lr_factor}],
+        lr=settings.unet_lr, weight_decay=1e-2)
 
     def step_fn(step: int) -> dict[str, float]:
         lr = warmup_cosine(step, settings.unet_steps, settings.warmup_steps, settings.unet_lr)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_factor"]
         draw = torch.randint(len(pool.images), (settings.unet_batch_size,), generator=generator)
         latents = (means[draw] + stds[draw] * torch.randn(means[draw].shape,
                                                           generator=generator)) * scale
