@@ -132,7 +132,8 @@ def probe(model: str, pretrain: PretrainParams, scene_count: int, timesteps: lis
                 for b in range(len(scenes)):
                     row = ids[b].tolist()
                     end = row.index(tokenizer.eos_token_id)
-                    start = len(row[:end]) - row[:end][::-1].index(separator)
+                    # the class tokens follow the prompt's last separator
+                    start = max(j for j in range(end) if row[j] == separator) + 1
                     mean_attention = in_prompt[b].mean(0)
                     class_mass.append(float(mean_attention[start:end].sum()))
                     padding_mass.append(float(mean_attention[end + 1:].sum()))
