@@ -29,18 +29,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline
 
 from glass.data.toy_world import render_scene, scene_for_image
 from glass.io import write_json
 from glass.params import load_params, read_section
-from glass.pretrain.latent_diffusion import DDPM_KEYS, scene_prompt, tokenize
+from glass.pretrain.latent_diffusion import scene_prompt, tokenize, training_noise_scheduler
 from glass.pretrain.params import PretrainParams
 from glass.seeding import sample_rng
 from glass.stage_runner import run_stage
 from glass.synth.class_tokens import class_token_groups, encode_class_texts
 from glass.text.prompts import CLASS_SEPARATOR
-from glass.tiny.stable_diffusion import sd21_base_scheduler_config
 
 SCENE_SEED = 1234          # held out: neither the pretraining pool's seed nor its split
 SPLIT = "val"
@@ -103,8 +102,7 @@ def probe(model: str, pretrain: PretrainParams, scene_count: int, timesteps: lis
     pipeline = StableDiffusionPipeline.from_pretrained(model, safety_checker=None)
     tokenizer, unet, vae = pipeline.tokenizer, pipeline.unet.eval(), pipeline.vae.eval()
     world = dataclasses.replace(pretrain.world, image_size=pipeline.vae.config.sample_size)
-    scheduler = DDPMScheduler(**{k: v for k, v in sd21_base_scheduler_config().items()
-                                 if k in DDPM_KEYS})
+    scheduler = training_noise_scheduler()
     scenes = [scene_for_image(world, SCENE_SEED, SPLIT, index) for index in range(scene_count)]
     rendered = [render_scene(scene, world) for scene in scenes]
     prompts = [scene_prompt(scene, sample_rng(SCENE_SEED, f"probe-{index}", "prompt"))

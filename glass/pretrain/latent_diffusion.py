@@ -43,9 +43,9 @@ from glass.text.prompts import build_prompt
 from glass.tiny.stable_diffusion import sd21_base_scheduler_config
 
 log = logging.getLogger(__name__)
-# the noise schedule of SD 2.1 base (training uses DDPM's forward process with it)
-DDPM_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "steps_offset",
-             "prediction_type")
+# the scheduler settings that define the forward (noising) process; the rest are PNDM's sampling
+_FORWARD_PROCESS_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
+                         "steps_offset", "prediction_type")
 PRETRAIN_SPLIT = "pretrain"      # the same scene split as the DINOv2's pool (never val scenes)
 
 
@@ -73,6 +73,13 @@ def render_pool(world: ToyWorldConfig, seed: int, count: int, progress: bool = T
         prompts.append(scene_prompt(scene, np.random.default_rng([seed, index])))
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return ScenePool(images=pixels.contiguous(), prompts=prompts)
+
+
+def training_noise_scheduler() -> DDPMScheduler:
+    """DDPM's forward process with SD 2.1 base's noise schedule: what the UNet is trained on,
+    and what a probe must noise real latents with to ask the UNet what it learned."""
+    return DDPMScheduler(**{key: value for key, value in sd21_base_scheduler_config().items()
+                            if key in _FORWARD_PROCESS_KEYS})
 
 
 def warmup_cosine(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -166,8 +173,7 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
     """Phase 2: the UNet and the text encoder on the frozen autoencoder's latents; returns their
     EMA copies and the per-step losses."""
     generator = torch.Generator().manual_seed(seed)
-    scheduler = DDPMScheduler(**{k: v for k, v in sd21_base_scheduler_config().items()
-                                 if k in DDPM_KEYS})
+    scheduler = training_noise_scheduler()
     means, stds = encode_pool(vae, pool)
     scale = vae.config.scaling_factor
     token_ids = tokenize(tokenizer, pool.prompts)
