@@ -15,6 +15,7 @@ so both generators get the same prompts; the oracle renderer reads only the clas
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from glass.eval.datasets import Preprocess, ToyInstances
 from glass.eval.discovery import image_tensor
 from glass.eval.object_discovery import mean_metrics, object_discovery, same_class_merged
 from glass.model import GlassModel
-from glass.io import atomic_open, write_json
+from glass.errors import InvalidInput
+from glass.io import atomic_open, file_sha256, fingerprint, folder_digest, write_json
 from glass.seeding import sample_rng
 from glass.pretrain.latent_diffusion import scene_prompt
 from glass.synth.params import GeneratorSettings
@@ -48,6 +50,7 @@ SETTINGS: dict[str, tuple[float, float, float]] = {
 
 ORACLE_ROW = "oracle_full"
 PROMPT_SPLIT = "ablation"       # toy-world scenes of their own, never the evaluation's
+RUN_INPUTS_NAME = "inputs.json"  # per run: what it was trained on (shards and model folders)
 
 
 def scene_prompt_records(count: int, seed: int, world: ToyWorldConfig) -> list[dict]:
@@ -63,20 +66,51 @@ def scene_prompt_records(count: int, seed: int, world: ToyWorldConfig) -> list[d
     return records
 
 
+def model_contents(models: dict[str, str]) -> dict[str, str]:
+    """Per role, the digest of a local model folder's files (or the ref itself when it is not a
+    local folder): what tells a work folder's shards and runs apart from those of other weights."""
+    return {role: folder_digest(ref) if Path(ref).is_dir() else ref
+            for role, ref in sorted(models.items())}
+
+
 def prepare_data(work_dir: Path, generator: GeneratorSettings, world: ToyWorldConfig,
                  train_samples: int, eval_images: int, seed: int) -> tuple[Path, Path]:
-    """Training shards of ``generator`` and a held-out COCO-format toy split with instance GT."""
+    """Training shards of ``generator`` and a held-out COCO-format toy split with instance GT.
+
+    Synthesis runs every time: it resumes, skips shards that are complete for these prompts,
+    settings and model weights, and redoes the others (a retrained generator's old shards are
+    stale, so its weights' digest is part of every shard's inputs)."""
     shard_dir, eval_dir = work_dir / f"shards-{generator.backend}", work_dir / "eval"
-    config = world
-    if not (shard_dir / "manifest.json").exists():
-        run_sharded_synthesis(scene_prompt_records(train_samples, seed, world),
-                              GeneratorSpec(generator.backend, generator),
-                              shard_dir, shard_size=100, seed=seed, batch_size=8, num_workers=0,
-                              jpeg_quality=95, store_attention=False, progress=True)
+    needed = {role: generator.models[role] for role in generator.needed_models()}
+    run_sharded_synthesis(scene_prompt_records(train_samples, seed, world),
+                          GeneratorSpec(generator.backend, generator),
+                          shard_dir, shard_size=100, seed=seed, batch_size=8, num_workers=0,
+                          jpeg_quality=95, store_attention=False, progress=True,
+                          fingerprint=fingerprint(model_contents(needed)))
     if not (eval_dir / "annotations" / "instances_val.json").exists():
         # a different seed from the training data: held-out scenes
-        write_coco_dataset(eval_dir, config, {"val": eval_images}, seed=seed + 10_000, progress=False)
+        write_coco_dataset(eval_dir, world, {"val": eval_images}, seed=seed + 10_000, progress=False)
     return shard_dir, eval_dir
+
+
+def check_run_inputs(run_dir: Path, inputs: dict[str, Any]) -> None:
+    """Record what a run trains on, or, for a run already there, check that it is the same: a
+    run resumes from its checkpoints (and a finished one is only evaluated), which is right only
+    on the shards and models it started with. Trained work is never deleted here."""
+    path = run_dir / RUN_INPUTS_NAME
+    if path.exists():
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        if recorded != inputs:
+            changed = sorted(key for key in inputs if recorded.get(key) != inputs[key])
+            raise InvalidInput(f"{run_dir}: this run was trained on other {', '.join(changed)} "
+                               f"(see {path}); give the ablation a new --work-dir, or delete "
+                               f"{run_dir} to retrain it")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise InvalidInput(f"{run_dir} holds a run without {RUN_INPUTS_NAME}, so what it was "
+                           "trained on is unknown; give the ablation a new --work-dir, or "
+                           f"delete {run_dir} to retrain it")
+    write_json(path, inputs)
 
 
 def evaluate(model_dir: Path, eval_dir: Path, seed: int) -> dict[str, float]:
@@ -165,6 +199,9 @@ def run_ablation(train: TrainParams, refs: dict[str, str], generator: GeneratorS
                 loss=LossParams(recon=recon, semantic=semantic, instance=instance),
                 phase1=train.phase1.replace(steps=steps))
             run_dir = work_dir / "runs" / f"{row}-seed{seed}"
+            check_run_inputs(run_dir, {
+                "shards": file_sha256(shard_dirs[shards] / "manifest.json"),
+                "models": model_contents(refs)})
             train_phase(1, config, seed, refs, shard_dirs[shards], run_dir / "model",
                         run_dir / "scratch", run_dir / "live")
             result = evaluate(run_dir / "model", eval_dir, seed)

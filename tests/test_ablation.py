@@ -25,3 +25,26 @@ def test_short_ablation_writes_the_report(tmp_path):
         assert row["mbo_i"] >= row["miou_i"] - 1e-9  # best overlap is never below the matched IoU
         assert "same_class_merged" in row and row["seeds"] == 1
     assert "| full |" in (tmp_path / "reports" / "ablation_toy.md").read_text()
+
+
+def test_a_run_resumes_only_on_what_it_was_trained_on(tmp_path):
+    """A rerun in the same --work-dir resumes every run from its checkpoints; after the generator
+    or the encoder was retrained that would mix weights, so it must stop and say what to do."""
+    import pytest
+
+    from glass.ablation import RUN_INPUTS_NAME, check_run_inputs
+    from glass.errors import InvalidInput
+
+    run_dir = tmp_path / "runs" / "full-seed0"
+    inputs = {"shards": "a" * 64, "models": {"encoder": "b" * 64, "decoder": "c" * 64}}
+    check_run_inputs(run_dir, inputs)                      # a new run: recorded
+    assert json.loads((run_dir / RUN_INPUTS_NAME).read_text()) == inputs
+    check_run_inputs(run_dir, json.loads(json.dumps(inputs)))   # the same inputs: resumes
+    retrained = dict(inputs, models={"encoder": "d" * 64, "decoder": "c" * 64})
+    with pytest.raises(InvalidInput, match="other models.*new --work-dir"):
+        check_run_inputs(run_dir, retrained)
+    legacy = tmp_path / "runs" / "semantic_only-seed0"
+    (legacy / "model").mkdir(parents=True)
+    with pytest.raises(InvalidInput, match="without inputs.json"):
+        check_run_inputs(legacy, inputs)
+    assert (legacy / "model").is_dir()                     # nothing trained is deleted
