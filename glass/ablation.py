@@ -190,6 +190,9 @@ def run_ablation(train: TrainParams, refs: dict[str, str], generator: GeneratorS
                                                eval_images, seed=0)
         rows.append((ORACLE_ROW, "full", "oracle"))
     runs: dict[str, list[dict[str, float]]] = {row: [] for row, _, _ in rows}
+    # what each run trains on, digested once: the shard folders and the encoder/decoder folders
+    run_inputs = {name: {"shards": file_sha256(folder / "manifest.json"),
+                         "models": model_contents(refs)} for name, folder in shard_dirs.items()}
     # seed-major order, with the report rewritten after every run: an interrupted ablation still
     # leaves a table over every setting, and a rerun resumes each run from its last checkpoint
     for seed in seeds:
@@ -199,9 +202,7 @@ def run_ablation(train: TrainParams, refs: dict[str, str], generator: GeneratorS
                 loss=LossParams(recon=recon, semantic=semantic, instance=instance),
                 phase1=train.phase1.replace(steps=steps))
             run_dir = work_dir / "runs" / f"{row}-seed{seed}"
-            check_run_inputs(run_dir, {
-                "shards": file_sha256(shard_dirs[shards] / "manifest.json"),
-                "models": model_contents(refs)})
+            check_run_inputs(run_dir, run_inputs[shards])
             train_phase(1, config, seed, refs, shard_dirs[shards], run_dir / "model",
                         run_dir / "scratch", run_dir / "live")
             result = evaluate(run_dir / "model", eval_dir, seed)
