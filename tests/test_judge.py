@@ -34,6 +34,14 @@ def test_iou_presence_and_unsure_share_by_hand():
     assert summary["miou_vs_judge"] == pytest.approx((0.5 + 0.4 + 0.0) / 3, abs=1e-4)
     assert summary["unsure_fraction"] == 0.125
     assert summary["class_presence"] == 1.0   # pizza has 4 / 8 >= 0.25 of the judge's pixels
+    # objects on sure pixels: mask {(0,0),(0,1),(1,0)}, judge {(0,0),(0,2),(1,0),(1,2)} → 2 / 5;
+    # both say object on (0,0) and (1,0), both pizza
+    assert summary["object_iou_vs_judge"] == 0.4
+    assert summary["class_agreement_on_objects"] == 1.0
+    wrong_class = MaskQuality(("kite", "pizza", "tv"))
+    wrong_class.add(mask, judged, ["tv"])         # label 1 now means tv: the same pixels, named wrong
+    assert wrong_class.summary()["object_iou_vs_judge"] == 0.4
+    assert wrong_class.summary()["class_agreement_on_objects"] == 0.0
     quality.add(np.zeros((2, 4), np.uint8), np.zeros((2, 4)), ["kite"])
     assert quality.summary()["class_presence"] == 0.5
     assert quality.summary()["class_presence_per_class"] == {"kite": 0.0, "pizza": 1.0}

@@ -91,3 +91,39 @@ def test_bad_shapes_and_settings_are_rejected():
     with pytest.raises(ValueError, match="expected cross_maps"):
         pseudo_mask(np.zeros((4, 4)), np.eye(16), 8)
     assert self_attention_grid(32 * 16, (16, 8)) == (32, 16)
+
+
+def test_mass_normalisation_follows_its_formula_on_random_attention():
+    """``normalisation="mass"`` written out with numpy: objectness = min–max of the summed
+    refined maps, class = argmax of each map divided by its own total."""
+    rng = np.random.default_rng(7)
+    attention = rng.random((64, 64)) ** 6
+    attention /= attention.sum(axis=1, keepdims=True)
+    cross = rng.random((3, 8, 8))
+    refined = (np.linalg.matrix_power(attention, 2) @ cross.reshape(3, -1).T).T
+    total = refined.sum(axis=0)
+    objectness = (total - total.min()) / (total.max() - total.min())
+    best = (refined / refined.sum(axis=1, keepdims=True)).argmax(axis=0)
+    expected = np.where(objectness >= 0.6, best + 1, 255)
+    expected = np.where(objectness < 0.4, 0, expected).reshape(8, 8).astype(np.uint8)
+    ours = pseudo_mask(cross, attention, 8, tau=2, normalisation="mass")
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_mass_normalisation_does_not_let_nearly_flat_attention_claim_a_region():
+    """Class 1 attends to blob 1; class 2's map is nearly flat with a small bump on blob 2.
+    Per-class min–max stretches the bump to 1, so blob 2 becomes class 2; with the mass option
+    objectness comes from the summed maps, where the bump is small: blob 2 stays background."""
+    labels, attention = _blob_world(16)
+    cross = np.full((2, 16, 16), 0.01)
+    cross[0][labels == 1] = 1.0
+    cross[1][labels == 2] = 0.02
+    minmax = pseudo_mask(cross, attention, 16, tau=1)
+    assert (minmax[labels == 1] == 1).all() and (minmax[labels == 2] == 2).all()
+    mass = pseudo_mask(cross, attention, 16, tau=1, normalisation="mass")
+    assert (mass[labels == 1] == 1).all() and (mass[labels != 1] == 0).all()
+
+
+def test_unknown_normalisation_is_rejected():
+    with pytest.raises(ValueError, match="unknown normalisation 'softmax'"):
+        pseudo_mask(np.zeros((1, 4, 4)), np.eye(16), 8, normalisation="softmax")

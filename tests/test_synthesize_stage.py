@@ -68,6 +68,7 @@ def test_an_unreachable_ray_address_fails_within_the_timeout_naming_it(tmp_path)
 
     params = yaml.safe_load((REPO / "configs/cpu/params.yaml").read_text())
     params["synth"]["ray_connect_timeout_s"] = 3
+    params["synth"]["backend"] = "toy"      # needs no models folder: the Ray check is what is tested
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     address = f"127.0.0.1:{_free_port()}"   # nothing listens there

@@ -10,7 +10,11 @@ For every sample the judge segments the generated image; then
   and the judge's map are summed over all samples on the pixels the pseudo mask is sure about
   (255 pixels are ignored, as the training losses ignore them); the mean IoU is over the labels
   that occur;
-- **unsure share**: the share of pixels labelled 255.
+- **unsure share**: the share of pixels labelled 255;
+- what the mean IoU is made of, on the same sure pixels: **object IoU** (object vs background,
+  whatever the class) and **class agreement** (of the pixels both call an object, the share on
+  which they name the same class). A mask can fail by spill (low object IoU) or by naming the
+  wrong class where it does find an object (low class agreement); the levers differ.
 
 Pseudo-mask label k is the sample's k-th prompted class (the shard format), mapped to the judge's
 label of that class. The judge's map is resized (nearest) to the mask's size when they differ.
@@ -51,6 +55,10 @@ class MaskQuality:
     samples: int = 0
     pixels: int = 0
     unsure: int = 0
+    object_intersection: int = 0
+    object_union: int = 0
+    shared_object: int = 0        # sure pixels both call an object
+    same_class: int = 0           # ... and name the same class
 
     def __post_init__(self) -> None:
         labels = 1 + len(self.class_names)
@@ -72,6 +80,12 @@ class MaskQuality:
         both = np.bincount(pseudo[pseudo == judge], minlength=labels)
         self.intersection += both
         self.union += np.bincount(pseudo, minlength=labels) + np.bincount(judge, minlength=labels) - both
+        pseudo_object, judge_object = pseudo > 0, judge > 0
+        shared = pseudo_object & judge_object
+        self.object_intersection += int(shared.sum())
+        self.object_union += int((pseudo_object | judge_object).sum())
+        self.shared_object += int(shared.sum())
+        self.same_class += int((pseudo[shared] == judge[shared]).sum())
         area = np.bincount(judged.ravel().astype(np.int64), minlength=labels) / judged.size
         for name in set(classes):
             label = 1 + self.class_names.index(name)
@@ -94,6 +108,10 @@ class MaskQuality:
             "class_presence_per_class": presence,
             "min_presence": self.min_presence,
             "unsure_fraction": round(self.unsure / self.pixels, 4) if self.pixels else None,
+            "object_iou_vs_judge": (round(self.object_intersection / self.object_union, 4)
+                                    if self.object_union else None),
+            "class_agreement_on_objects": (round(self.same_class / self.shared_object, 4)
+                                           if self.shared_object else None),
         }
 
 

@@ -37,6 +37,9 @@ class StableDiffusionParams(Params):
     tau: int = param(4, min=0)                    # refined = A_self^tau · a_c
     low: float = param(0.4, min=0.0, max=1.0)     # objectness < low → background
     high: float = param(0.6, min=0.0, max=1.0)    # objectness >= high → class; between: 255
+    # "minmax": per class (the paper's); "mass": objectness from the summed class maps, class by
+    # each map's share of its attention mass (ours; glass.synth.pseudo_mask)
+    normalisation: Literal["minmax", "mass"] = "minmax"
 
     def validate(self) -> None:
         problem = check_device_name(self.device)

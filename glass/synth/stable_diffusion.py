@@ -37,7 +37,7 @@ from glass.synth.attention import (
 )
 from glass.synth.class_tokens import class_token_groups, encode_class_texts
 from glass.synth.generator import SkipSample, SynthSample, label_to_coco_id
-from glass.synth.pseudo_mask import pseudo_mask, refine_with_self_attention
+from glass.synth.pseudo_mask import NORMALISATIONS, pseudo_mask, refine_with_self_attention
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class StableDiffusionGenerator:
                  cross_attention_res: int = 16, self_attention_res: int = 32,
                  vae_scale_factor: int = 8, start_step: int = 0, end_step: int | None = None,
                  tau: int = 4, low: float = 0.4, high: float = 0.6,
-                 store_attention: bool = False) -> None:
+                 normalisation: str = "minmax", store_attention: bool = False) -> None:
         # Everything that can be checked without the model comes first: a wrong resolution must
         # not cost a multi-GB model load.
         self.latent_size = validate_attention_resolutions(
@@ -84,6 +84,9 @@ class StableDiffusionGenerator:
         if tau < 0 or not 0.0 <= low <= high <= 1.0:
             raise InvalidInput(f"need tau >= 0 and 0 <= low <= high <= 1, got tau={tau}, "
                              f"low={low}, high={high}")
+        if normalisation not in NORMALISATIONS:
+            raise InvalidInput(f"unknown normalisation {normalisation!r}; expected one of "
+                               f"{', '.join(NORMALISATIONS)}")
         self.model_id = str(model)
         self.image_size = image_size
         self.steps = steps
@@ -92,6 +95,7 @@ class StableDiffusionGenerator:
         self.cross_res, self.self_res = cross_attention_res, self_attention_res
         self.start_step, self.end_step = start_step, end_step
         self.tau, self.low, self.high = tau, low, high
+        self.normalisation = normalisation
         self.store_attention = store_attention
         self.device = torch.device(resolve_device(device))
         self.dtype = resolve_dtype(dtype, self.device, what="Stable Diffusion")
@@ -120,7 +124,7 @@ class StableDiffusionGenerator:
                 "cross_layers": [layer.name for layer in self.layers if layer.kind == "cross"],
                 "self_layers": [layer.name for layer in self.layers if layer.kind == "self"],
             },
-            "tau": tau, "low": low, "high": high,
+            "tau": tau, "low": low, "high": high, "normalisation": normalisation,
             "window": {"start_step": start_step, "end_step": end_step},
         }
 
@@ -194,7 +198,8 @@ class StableDiffusionGenerator:
         if classes:
             cross_maps, self_attn = store.cross_maps(index), store.self_attention(index)
             mask = pseudo_mask(cross_maps.numpy(), self_attn.numpy(), self.image_size,
-                               tau=self.tau, low=self.low, high=self.high)
+                               tau=self.tau, low=self.low, high=self.high,
+                               normalisation=self.normalisation)
             if self.store_attention:
                 refined = refine_with_self_attention(cross_maps, self_attn, self.tau)
                 attention = refined.numpy().astype(np.float16)
