@@ -1,7 +1,7 @@
 """The ``toy`` synthesis backend: renders a toy-world scene with the prompt's classes.
 
-It is the CPU configuration's generator (a random-weight tiny Stable Diffusion gives no
-meaningful attention masks) and an oracle upper bound for ablations: its mask is the scene's exact
+It was the CPU configuration's generator until the toy world's trained tiny SD took over, and it
+is the oracle upper bound for ablations: its mask is the scene's exact
 semantic map, with a thin unsure band (255) along every boundary so that it looks like a pseudo
 mask's ambiguity without erasing small objects (one pixel on each side by default).
 """
