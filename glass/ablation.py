@@ -29,6 +29,7 @@ from glass.eval.object_discovery import mean_metrics, object_discovery, same_cla
 from glass.model import GlassModel
 from glass.errors import InvalidInput
 from glass.io import atomic_open, file_sha256, fingerprint, folder_digest, write_json
+from glass.model_reference import model_contents
 from glass.seeding import sample_rng
 from glass.pretrain.latent_diffusion import scene_prompt
 from glass.synth.params import GeneratorSettings
@@ -64,13 +65,6 @@ def scene_prompt_records(count: int, seed: int, world: ToyWorldConfig) -> list[d
         records.append({"key": key, "prompt": prompt, "caption": caption,
                         "classes": list(dict.fromkeys(scene.class_names))})
     return records
-
-
-def model_contents(models: dict[str, str]) -> dict[str, str]:
-    """Per role, the digest of a local model folder's files (or the ref itself when it is not a
-    local folder): what tells a work folder's shards and runs apart from those of other weights."""
-    return {role: folder_digest(ref) if Path(ref).is_dir() else ref
-            for role, ref in sorted(models.items())}
 
 
 def prepare_data(work_dir: Path, generator: GeneratorSettings, world: ToyWorldConfig,

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from glass.errors import InvalidInput, MissingInput
+from glass.io import folder_digest
 
 REFERENCE_FILE = "glass-model.json"
 
@@ -55,6 +56,25 @@ def portable_path(target: str | Path, base_dir: str | Path) -> str:
     if root is not None and target.is_relative_to(root):
         return os.path.relpath(target, base)
     return str(target)
+
+
+def portable_model_name(reference: str) -> str:
+    """How shards, manifests and fingerprints name a model: a local folder inside a repository by
+    its path from the repository root (``models/toy/stable_diffusion``), so that the same model
+    gives the same bytes in any clone; a hub id, or a folder outside any repository, as it is."""
+    if not Path(reference).is_dir():
+        return reference
+    folder = Path(os.path.abspath(reference))
+    root = repository_root(folder)
+    return folder.relative_to(root).as_posix() if root is not None else str(folder)
+
+
+def model_contents(models: dict[str, str]) -> dict[str, str]:
+    """Per role, the digest of a local model folder's files (or the ref itself when it is not a
+    local folder): what tells shards and runs of one set of weights from those of another, which
+    a folder's path cannot (a retrained model keeps its path)."""
+    return {role: folder_digest(ref) if Path(ref).is_dir() else ref
+            for role, ref in sorted(models.items())}
 
 
 def is_local_folder(reference: str) -> bool:

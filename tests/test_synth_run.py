@@ -74,3 +74,23 @@ def test_run_synthesize_writes_shards_manifest_metrics_and_grid(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert list((tmp_path / "scratch").iterdir()) == []  # scratch emptied once complete
+
+
+def test_fingerprints_name_a_model_folder_by_its_repository_path_and_its_weights(tmp_path):
+    """Two clones of one repository give the same fingerprint and records (no machine path in
+    them); different weights in the same folder give another fingerprint."""
+    from glass.synth.params import GeneratorSettings
+
+    fingerprints, records = [], []
+    for clone in ("a", "b"):
+        folder = tmp_path / clone / "models" / "sd"
+        folder.mkdir(parents=True)
+        (tmp_path / clone / ".git").mkdir()
+        (folder / "weights.bin").write_bytes(b"same weights")
+        settings = GeneratorSettings(backend="stable_diffusion", models={"stable_diffusion": str(folder)})
+        fingerprints.append(run_fingerprint(TOY_SYNTH, settings, 0, "prompts-sha"))
+        records.append(settings.relevant())
+    assert fingerprints[0] == fingerprints[1]
+    assert records[0] == records[1] and records[0]["models"] == {"stable_diffusion": "models/sd"}
+    (tmp_path / "b" / "models" / "sd" / "weights.bin").write_bytes(b"retrained weights")
+    assert run_fingerprint(TOY_SYNTH, settings, 0, "prompts-sha") != fingerprints[0]

@@ -13,6 +13,7 @@ from typing import Literal
 
 from glass.data.toy_world import ToyWorldConfig
 from glass.devices import DtypeName, check_device_name
+from glass.model_reference import portable_model_name
 from glass.params import Params, nested, param
 from glass.synth.attention import validate_attention_resolutions
 
@@ -115,9 +116,12 @@ class GeneratorSettings(Params):
         return roles + (["sam2"] if self.mask_source == "sam2" else [])
 
     def relevant(self) -> dict:
-        """The settings that decide the bytes: only the chosen backend's and mask source's."""
+        """The settings that decide the bytes: only the chosen backend's and mask source's. Models
+        by their portable names (no machine path); their weights enter through
+        glass.model_reference.model_contents in the run's fingerprint."""
+        models = {role: portable_model_name(ref) for role, ref in self.models.items()}
         out = {"backend": self.backend, "mask_source": self.mask_source,
-               "store_attention": self.store_attention, "models": dict(self.models),
+               "store_attention": self.store_attention, "models": models,
                self.backend: getattr(self, self.backend).as_dict()}
         if self.mask_source == "sam2":
             out["sam2"] = self.sam2.as_dict()

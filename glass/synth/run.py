@@ -24,6 +24,7 @@ from PIL import Image
 
 from glass.errors import InvalidInput
 from glass.io import file_sha256, fingerprint, publish_directory, read_jsonl, write_json, write_jsonl
+from glass.model_reference import model_contents
 from glass.seeding import sample_seed
 from glass.shard_format import (BACKGROUND_LABEL, MASK_MEMBER, UNSURE_LABEL, read_samples)
 from glass.synth.params import GeneratorSettings, SynthParams
@@ -70,6 +71,8 @@ def run_fingerprint(synth: SynthParams, generator: GeneratorSettings, seed: int,
     """Names the scratch folder: everything that decides the shards' content (not the batch
     size or the worker count, which only change the speed)."""
     relevant = {"generator": generator.relevant(), "seed": seed, "prompts": prompts_sha,
+                # the weights, not only the names: a retrained model's old shards are not reused
+                "model_contents": model_contents(generator.models),
                 "records": {"images_per_prompt": synth.images_per_prompt,
                             "no_class_prompts": synth.no_class_prompts,
                             "max_samples": synth.max_samples},

@@ -16,6 +16,7 @@ import numpy as np
 
 from glass.errors import InvalidInput
 from glass.devices import resolve_device
+from glass.model_reference import portable_model_name
 from glass.shard_format import BACKGROUND_LABEL, UNSURE_LABEL
 from glass.sam2_model import load_sam2  # top level so the stage's dependency list includes it
 
@@ -133,7 +134,7 @@ class Sam2MaskSource:
     @property
     def settings(self) -> dict:
         """Everything that decides the masks, for a sample's metadata."""
-        return {"model": self.model_id, "min_class_overlap": self.min_class_overlap,
+        return {"model": portable_model_name(self.model_id), "min_class_overlap": self.min_class_overlap,
                 **self.generator_settings}
 
     def sam_masks(self, image: np.ndarray) -> list[np.ndarray]:

@@ -27,7 +27,7 @@ from diffusers import (
 )
 
 from glass.errors import InvalidInput
-from glass.model_reference import load_errors, load_failure
+from glass.model_reference import load_errors, load_failure, portable_model_name
 from glass.devices import resolve_device, resolve_dtype
 from glass.synth.attention import (
     AttentionStore,
@@ -209,7 +209,8 @@ class StableDiffusionGenerator:
             key=record["key"], image=image, mask=mask, classes=classes, attention=attention,
             metadata={"caption": record.get("caption"), "prompt": record.get("prompt"),
                       "classes": classes, "label_to_coco_id": label_to_coco_id(classes),
-                      "seed": seed, "generator": self.name, "model": self.model_id,
+                      "seed": seed, "generator": self.name,
+                      "model": portable_model_name(self.model_id),
                       "settings": settings})
 
 
