@@ -20,8 +20,6 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import glass.synth.stable_diffusion as sd_backend
@@ -33,25 +31,12 @@ from glass.pretrain.judge import ToySegmenter
 from glass.shard_format import BACKGROUND_LABEL, UNSURE_LABEL
 from glass.stage_runner import run_stage
 from glass.synth.generator import synthesis_seed
-from glass.synth.mask_quality import MaskQuality
+from glass.synth.mask_quality import MaskQuality, judge_images
 from glass.synth.params import SynthParams
 from glass.synth.pseudo_mask import NORMALISATIONS, pseudo_mask
 
 REPORTED = ("miou_vs_judge", "object_iou_vs_judge", "class_agreement_on_objects",
             "unsure_fraction", "class_presence", "share_prompt_classes_found")
-
-
-def judged_labels(judge: ToySegmenter, images: list[np.ndarray]) -> list[np.ndarray]:
-    """The judge's label map of each (H, W, 3) uint8 image, at the image's size."""
-    size = judge.config.image_size
-    pixels = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in images]).float() / 255
-    pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True,
-                           align_corners=False)
-    judged = judge.segment(pixels)
-    if judged.shape[1:] != images[0].shape[:2]:
-        judged = F.interpolate(judged[:, None].float(), size=images[0].shape[:2],
-                               mode="nearest")[:, 0].long()
-    return list(judged.numpy())
 
 
 def main() -> None:
@@ -97,7 +82,8 @@ def main() -> None:
                     batch, [synthesis_seed(seed, record["key"]) for record in batch])
                 if len(captured) != len(samples):
                     raise RuntimeError("a sample without classes or skipped: the rows would not pair")
-                judged = judged_labels(judge, [sample.image for sample in samples])
+                judged = judge_images(judge, [sample.image for sample in samples],
+                                      [sample.image.shape[:2] for sample in samples])
                 for sample, masks, labels in zip(samples, captured, judged):
                     prompted += len(sample.classes)
                     for name, mask in masks.items():

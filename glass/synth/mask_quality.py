@@ -55,10 +55,9 @@ class MaskQuality:
     samples: int = 0
     pixels: int = 0
     unsure: int = 0
-    object_intersection: int = 0
-    object_union: int = 0
-    shared_object: int = 0        # sure pixels both call an object
-    same_class: int = 0           # ... and name the same class
+    shared_object: int = 0        # sure pixels both call an object (the object intersection)
+    object_union: int = 0         # sure pixels either calls an object
+    same_class: int = 0           # shared object pixels both give the same class
 
     def __post_init__(self) -> None:
         labels = 1 + len(self.class_names)
@@ -82,7 +81,6 @@ class MaskQuality:
         self.union += np.bincount(pseudo, minlength=labels) + np.bincount(judge, minlength=labels) - both
         pseudo_object, judge_object = pseudo > 0, judge > 0
         shared = pseudo_object & judge_object
-        self.object_intersection += int(shared.sum())
         self.object_union += int((pseudo_object | judge_object).sum())
         self.shared_object += int(shared.sum())
         self.same_class += int((pseudo[shared] == judge[shared]).sum())
@@ -108,7 +106,7 @@ class MaskQuality:
             "class_presence_per_class": presence,
             "min_presence": self.min_presence,
             "unsure_fraction": round(self.unsure / self.pixels, 4) if self.pixels else None,
-            "object_iou_vs_judge": (round(self.object_intersection / self.object_union, 4)
+            "object_iou_vs_judge": (round(self.shared_object / self.object_union, 4)
                                     if self.object_union else None),
             "class_agreement_on_objects": (round(self.same_class / self.shared_object, 4)
                                            if self.shared_object else None),
@@ -130,6 +128,23 @@ def shard_samples(shard_dir: str | Path) -> Iterable[tuple[str, np.ndarray, np.n
             yield key, image, mask, classes
 
 
+def judge_images(judge, images: list[np.ndarray],
+                 sizes: list[tuple[int, int]]) -> list[np.ndarray]:
+    """The judge's labels of (H, W, 3) uint8 images, each resized (nearest) to its ``sizes`` entry
+    (the size of the mask it is compared with)."""
+    side = judge.config.image_size
+    pixels = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image in images])
+    pixels = F.interpolate(pixels.float() / 255, size=(side, side), mode="bilinear",
+                           antialias=True, align_corners=False)
+    out = []
+    for judged, size in zip(judge.segment(pixels), sizes):
+        if tuple(judged.shape) != tuple(size):
+            judged = F.interpolate(judged[None, None].float(), size=size,
+                                   mode="nearest")[0, 0].long()
+        out.append(judged.numpy())
+    return out
+
+
 def judge_shards(judge, shard_dir: str | Path, min_presence: float = DEFAULT_MIN_PRESENCE,
                  batch: int = 64) -> dict:
     """The summary above for every masked sample of a shard folder."""
@@ -137,15 +152,10 @@ def judge_shards(judge, shard_dir: str | Path, min_presence: float = DEFAULT_MIN
     pending: list[tuple[np.ndarray, np.ndarray, list[str]]] = []
 
     def flush() -> None:
-        size = judge.config.image_size
-        images = torch.stack([torch.from_numpy(image).permute(2, 0, 1) for image, _, _ in pending])
-        pixels = F.interpolate(images.float() / 255, size=(size, size), mode="bilinear",
-                               antialias=True, align_corners=False)
-        for (image, mask, classes), judged in zip(pending, judge.segment(pixels)):
-            if judged.shape != mask.shape:
-                judged = F.interpolate(judged[None, None].float(), size=mask.shape,
-                                       mode="nearest")[0, 0].long()
-            quality.add(mask, judged.numpy(), classes)
+        judged = judge_images(judge, [image for image, _, _ in pending],
+                              [mask.shape for _, mask, _ in pending])
+        for (_, mask, classes), labels in zip(pending, judged):
+            quality.add(mask, labels, classes)
         pending.clear()
 
     for _, image, mask, classes in shard_samples(shard_dir):

@@ -68,13 +68,20 @@ def refine_with_self_attention(cross_maps: torch.Tensor, self_attn: torch.Tensor
     return minmax_per_map(propagate_with_self_attention(cross_maps, self_attn, tau))
 
 
-def label_from_objectness(maps: torch.Tensor, low: float, high: float) -> np.ndarray:
-    """(K, H, W) normalised maps → uint8 labels: 0 background, 1..K class, 255 unsure."""
-    objectness, strongest = maps.max(dim=0)
+def thresholded_labels(objectness: torch.Tensor, strongest: torch.Tensor, low: float,
+                       high: float) -> np.ndarray:
+    """(H, W) objectness and class index (0-based) → uint8 labels: 0 background, 1..K class,
+    255 unsure."""
     labels = (strongest + 1).to(torch.uint8)
     labels[objectness < high] = UNSURE_LABEL
     labels[objectness < low] = BACKGROUND_LABEL
     return labels.cpu().numpy()
+
+
+def label_from_objectness(maps: torch.Tensor, low: float, high: float) -> np.ndarray:
+    """(K, H, W) normalised maps → uint8 labels (objectness = the strongest class's value)."""
+    objectness, strongest = maps.max(dim=0)
+    return thresholded_labels(objectness, strongest, low, high)
 
 
 def label_by_class_mass(refined: torch.Tensor, size: tuple[int, int], low: float,
@@ -85,10 +92,7 @@ def label_by_class_mass(refined: torch.Tensor, size: tuple[int, int], low: float
     share = torch.where(mass > 0, refined / mass.clamp_min(1e-300), torch.zeros_like(refined))
     objectness, share = (F.interpolate(maps[None], size=size, mode="bicubic",
                                        align_corners=False)[0] for maps in (objectness, share))
-    labels = (share.argmax(dim=0) + 1).to(torch.uint8)
-    labels[objectness[0] < high] = UNSURE_LABEL
-    labels[objectness[0] < low] = BACKGROUND_LABEL
-    return labels.cpu().numpy()
+    return thresholded_labels(objectness[0], share.argmax(dim=0), low, high)
 
 
 def pseudo_mask(cross_maps, self_attn, image_size, tau: int = 4, low: float = 0.4,

@@ -116,6 +116,7 @@ class Sam2MaskSource:
         if not 0.0 <= min_class_overlap <= 1.0:
             raise InvalidInput(f"min_class_overlap must be in [0, 1], got {min_class_overlap}")
         self.model_id = str(model)
+        self.model_name = portable_model_name(self.model_id)     # what the samples record
         self.device = resolve_device(device)
         self.min_class_overlap = min_class_overlap
         self.generator_settings = {
@@ -134,7 +135,7 @@ class Sam2MaskSource:
     @property
     def settings(self) -> dict:
         """Everything that decides the masks, for a sample's metadata."""
-        return {"model": portable_model_name(self.model_id), "min_class_overlap": self.min_class_overlap,
+        return {"model": self.model_name, "min_class_overlap": self.min_class_overlap,
                 **self.generator_settings}
 
     def sam_masks(self, image: np.ndarray) -> list[np.ndarray]:

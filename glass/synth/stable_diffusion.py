@@ -88,6 +88,7 @@ class StableDiffusionGenerator:
             raise InvalidInput(f"unknown normalisation {normalisation!r}; expected one of "
                                f"{', '.join(NORMALISATIONS)}")
         self.model_id = str(model)
+        self.model_name = portable_model_name(self.model_id)     # what the samples record
         self.image_size = image_size
         self.steps = steps
         self.guidance_scale = guidance_scale
@@ -210,7 +211,7 @@ class StableDiffusionGenerator:
             metadata={"caption": record.get("caption"), "prompt": record.get("prompt"),
                       "classes": classes, "label_to_coco_id": label_to_coco_id(classes),
                       "seed": seed, "generator": self.name,
-                      "model": portable_model_name(self.model_id),
+                      "model": self.model_name,
                       "settings": settings})
 
 
