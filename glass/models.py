@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from glass.io import file_sha256, fingerprint, publish_directory, staging_directory, write_json
+from glass.io import folder_digest, publish_directory, staging_directory, write_json
 from glass.errors import MissingInput
 from glass.model_reference import REFERENCE_FILE, is_local_folder, portable_path
 from glass.params import Params, ParamsError, describe_value, param
@@ -81,13 +81,6 @@ class ModelsParams(Params):
         return {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(self)}
 
 
-def folder_sha256(folder: Path) -> str:
-    """SHA-256 over the relative path and SHA-256 of every file under ``folder``."""
-    files = sorted(path for path in folder.rglob("*") if path.is_file())
-    return fingerprint([[path.relative_to(folder).as_posix(), file_sha256(path)]
-                        for path in files])
-
-
 def materialize_model(role: str, spec: ModelSpec, out_dir: str | Path) -> dict[str, Any]:
     """Write ``out_dir`` for one role; returns the reference written. The folder is built beside
     its destination and replaces it only when complete, so an interrupted build never leaves a
@@ -110,7 +103,7 @@ def materialize_model(role: str, spec: ModelSpec, out_dir: str | Path) -> dict[s
             # the folder's content hash: a retrained model changes this reference, so every
             # stage that depends on the role's folder reruns (the path alone would not change)
             reference = {"role": role, "source": "local", "path": portable_path(folder, out_dir),
-                         "content_sha256": folder_sha256(folder)}
+                         "content_sha256": folder_digest(folder)}
         else:
             reference = {"role": role, "source": "hub", "id": str(spec.id)}
         write_json(staged / REFERENCE_FILE, reference)
