@@ -124,6 +124,26 @@ def test_cpu_graph_runs_through_evaluation(cpu_repo):
     assert (out / "eval/report.md").exists() and (out / "eval/curves/toy_val.csv").exists()
 
 
+def test_decoder_finetuning_experiment_continues_phase_1_and_scores_like_the_predict_stage(
+        cpu_repo, tmp_path):
+    """experiments/decoder_finetuning.py on the graph's outputs: phase 2 for 1 then (resumed) 2
+    steps; at the params' own 2 steps its PSNR is the predict stage's (to the report's 3 decimals)."""
+    workdir, _ = cpu_repo
+    result = subprocess.run(
+        [sys.executable, "experiments/decoder_finetuning.py", "--steps", "1", "2",
+         "--work-dir", str(tmp_path / "work"), "--report-dir", str(tmp_path / "reports")],
+        cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "reports/decoder_finetuning.json").read_text())
+    rows = report["runs_by_unet_lr"]["0.0001"]
+    assert [row["phase2_steps"] for row in rows] == [1, 2]
+    assert all(row["images"] == 3 for row in rows)
+    stage = json.loads((workdir / "data/cpu/metrics/generation.json").read_text())
+    assert rows[1]["psnr"] == round(stage["generation"]["toy_val"]["psnr"], 3)
+    assert "| 0.0001 | 2 |" in (tmp_path / "reports/decoder_finetuning.md").read_text()
+    assert (tmp_path / "reports/decoder_finetuning_lr0.0001.png").is_file()
+
+
 def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_repo):
     workdir, _ = cpu_repo
     again = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
