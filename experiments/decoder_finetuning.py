@@ -70,7 +70,7 @@ def main() -> None:
     for count in steps:
         config = train.replace(phase2=train.phase2.replace(steps=count))
         model_dir = work / f"model-{count}"
-        if not (model_dir / "model_index.json").is_file() and not model_dir.is_dir():
+        if not model_dir.is_dir():   # a finished count (published whole) is only scored again
             train_phase(2, config, seed, refs, out / "shards", model_dir, work / "run",
                         work / "live", init_dir=out / "train" / "phase1" / "model")
         model = GlassModel.from_pretrained(model_dir, device=evaluate.device)
