@@ -14,6 +14,9 @@ Two phases, as latent diffusion is trained (Rombach et al. 2022):
    in the style the prompts stage writes (``"<caption>; <class> <class>"``, glass.text.prompts),
    the caption dropped (empty prompt) with probability ``caption_dropout`` so that
    classifier-free guidance works; an exponential moving average of both is what is saved.
+   With ``token_grounding_weight`` > 0, TokenCompose's token loss on the scenes' render masks
+   (glass.pretrain.token_grounding) teaches the prompt's class tokens to attend to their own
+   objects, which a 4,000-step model does not learn from captions alone.
 
 Captions are those the pipeline's own captioners write for a toy scene: the labels captioner's
 ("A photo of two kites and a pizza.") or one of the toy world's two ground-truth captions, drawn
@@ -39,6 +42,9 @@ from glass.caption.labels import caption_from_labels
 from glass.data.toy_world import (ToyWorldConfig, class_counts, make_captions, render_scene,
                                   scene_for_image)
 from glass.pretrain.params import LatentDiffusionSettings
+from glass.pretrain.token_grounding import (class_maps, grounded_layers, grounding_processors,
+                                            coarser_masks, pool_token_weights, pooled_class_masks,
+                                            token_grounding_loss)
 from glass.text.prompts import build_prompt
 from glass.tiny.stable_diffusion import sd21_base_scheduler_config
 
@@ -51,10 +57,13 @@ PRETRAIN_SPLIT = "pretrain"      # the same scene split as the DINOv2's pool (ne
 
 @dataclasses.dataclass
 class ScenePool:
-    """Rendered scenes with their prompts: images (N, 3, S, S) in [-1, 1], one prompt each."""
+    """Rendered scenes with their prompts: images (N, 3, S, S) in [-1, 1], one prompt each, the
+    prompt's classes, and (N, S, S) uint8 class maps (k + 1 where ``classes[i][k]`` is seen)."""
 
     images: torch.Tensor
     prompts: list[str]
+    classes: list[list[str]]
+    class_maps: torch.Tensor
 
 
 def scene_prompt(scene, rng: np.random.Generator) -> str:
@@ -66,13 +75,17 @@ def scene_prompt(scene, rng: np.random.Generator) -> str:
 
 
 def render_pool(world: ToyWorldConfig, seed: int, count: int, progress: bool = True) -> ScenePool:
-    images, prompts = [], []
+    images, prompts, classes, maps = [], [], [], []
     for index in tqdm(range(count), desc="render toy scenes", disable=not progress):
         scene = scene_for_image(world, seed, PRETRAIN_SPLIT, index)
-        images.append(render_scene(scene, world).image)
+        rendered = render_scene(scene, world)
+        images.append(rendered.image)
         prompts.append(scene_prompt(scene, np.random.default_rng([seed, index])))
+        classes.append([name for name, _ in class_counts(scene)])
+        maps.append(class_maps(rendered.instance_map, rendered.instance_classes, classes[-1]))
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-    return ScenePool(images=pixels.contiguous(), prompts=prompts)
+    return ScenePool(images=pixels.contiguous(), prompts=prompts, classes=classes,
+                     class_maps=torch.from_numpy(np.stack(maps)))
 
 
 def training_noise_scheduler() -> DDPMScheduler:
@@ -170,7 +183,9 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
                    tokenizer: CLIPTokenizer, vae: AutoencoderKL, pool: ScenePool,
                    settings: LatentDiffusionSettings, seed: int, progress: bool = True
                    ) -> tuple[UNet2DConditionModel, CLIPTextModel, list[dict[str, float]]]:
-    """Phase 2: the UNet and the text encoder on the frozen autoencoder's latents; returns their
+    """Phase 2: the UNet and the text encoder on the frozen autoencoder's latents, plus
+    ``token_grounding_weight`` · TokenCompose's token loss on the cross-attention layers at
+    ``token_grounding_sides`` (glass.pretrain.token_grounding; skipped at weight 0); returns their
     EMA copies and the per-step losses."""
     generator = torch.Generator().manual_seed(seed)
     scheduler = training_noise_scheduler()
@@ -191,6 +206,15 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
         [{"params": rest, "lr_factor": 1.0},
          {"params": cross_qk, "lr_factor": settings.cross_attention_qk_lr_factor}],
         lr=settings.unet_lr, weight_decay=1e-2)
+    grounding = settings.token_grounding_weight > 0
+    if grounding:
+        latent_side = means.shape[-1]
+        layers = grounded_layers(unet, latent_side, settings.token_grounding_sides)
+        token_weights = pool_token_weights(tokenizer, pool.prompts, pool.classes,
+                                           token_ids.shape[1])
+        num_classes = token_weights.shape[2]
+        # the masks at the latent grid once; coarser layers pool them further per step
+        latent_masks = pooled_class_masks(pool.class_maps, num_classes, latent_side)
 
     def step_fn(step: int) -> dict[str, float]:
         lr = warmup_cosine(step, settings.unet_steps, settings.warmup_steps, settings.unet_lr)
@@ -207,8 +231,21 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
                                   generator=generator)
         noisy = scheduler.add_noise(latents, noise, timesteps)
         context = text_encoder(ids).last_hidden_state
+        records: list[tuple[int, torch.Tensor]] = []
+        for processor in processors:
+            processor.records = records
         predicted = unet(noisy, timesteps, encoder_hidden_states=context).sample
-        loss = F.mse_loss(predicted, noise)
+        diffusion = F.mse_loss(predicted, noise)
+        row = {"loss": diffusion.item()}     # the denoising loss alone, comparable across runs
+        loss = diffusion
+        if grounding:
+            weights = token_weights[draw].clone()
+            weights[dropped] = 0
+            by_side = {side: coarser_masks(latent_masks[draw], latent_side, side)
+                       for side in settings.token_grounding_sides}
+            grounding_loss = token_grounding_loss(records, weights, by_side)
+            loss = loss + settings.token_grounding_weight * grounding_loss
+            row["grounding"] = grounding_loss.item()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
@@ -216,7 +253,8 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
         decay = min(settings.ema_decay, (1 + step) / (10 + step))
         update_ema(ema_unet, unet, decay)
         update_ema(ema_text, text_encoder, decay)
-        return {"loss": loss.item(), "lr": lr}
+        return row | {"lr": lr}
 
-    history = _run_steps(settings.unet_steps, "pretrain unet", progress, step_fn)
+    with grounding_processors(unet, layers if grounding else []) as processors:
+        history = _run_steps(settings.unet_steps, "pretrain unet", progress, step_fn)
     return ema_unet, ema_text, history

@@ -41,7 +41,9 @@ from glass.viz import save_grid
 
 log = logging.getLogger(__name__)
 HELD_OUT_SCENES = 64
-SOURCES = ("glass/pretrain/latent_diffusion.py", "glass/pretrain/stable_diffusion_run.py",
+SOURCES = ("glass/pretrain/latent_diffusion.py", "glass/pretrain/token_grounding.py",
+           "glass/pretrain/stable_diffusion_run.py", "glass/synth/attention.py",
+           "glass/synth/class_tokens.py",
            "glass/pretrain/params.py", "glass/tiny/stable_diffusion.py",
            "glass/data/toy_world.py", "glass/caption/labels.py", "glass/caption/english.py",
            "glass/text/prompts.py")
