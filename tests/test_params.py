@@ -124,7 +124,7 @@ def test_dataclass_defaults_are_the_paper_configuration():
 
 def test_both_configurations_are_valid_and_the_cpu_one_differs_where_it_says():
     cpu = read_params_file(CPU)
-    assert cpu["synth"].backend == "stable_diffusion" and cpu["train"].phase1.steps == 300
+    assert cpu["synth"].backend == "stable_diffusion" and cpu["train"].phase1.steps == 2000
     assert cpu["config"].name == "cpu" and cpu["seed"] == 0
 
 

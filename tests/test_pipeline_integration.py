@@ -144,6 +144,33 @@ def test_decoder_finetuning_experiment_continues_phase_1_and_scores_like_the_pre
     assert (tmp_path / "reports/decoder_finetuning_lr0.0001.png").is_file()
 
 
+def test_slot_conditioning_experiment_scores_every_conditioning_deterministically(cpu_repo,
+                                                                                 tmp_path):
+    """experiments/slot_conditioning_usage.py on the graph's phase-1 and phase-2 folders: one
+    loss per conditioning and timestep, the same numbers on a second run (noise and slot
+    initialisation come from the params' seed), and conditionings that differ score differently."""
+    workdir, _ = cpu_repo
+    reports = []
+    for run in ("a", "b"):
+        result = subprocess.run(
+            [sys.executable, "experiments/slot_conditioning_usage.py", "--images", "3",
+             "--timesteps", "300", "900", "--report-dir", str(tmp_path / run)],
+            cwd=workdir, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports.append(json.loads((tmp_path / run / "slot_conditioning_usage.json").read_text()))
+    assert reports[0] == reports[1]
+    folders = reports[0]["folders"]
+    assert set(folders) == {"data/cpu/train/phase1/model", "data/cpu/train/phase2/model"}
+    for losses in folders.values():
+        assert set(losses) == {"300", "900"}
+        for row in losses.values():
+            assert set(row) == {"own_slots", "other_slots", "empty_prompt", "own_caption",
+                                "other_caption", "zeros"}
+            assert all(value > 0 for value in row.values())
+            assert row["zeros"] != row["own_slots"] and row["own_caption"] != row["empty_prompt"]
+    assert "| mean |" in (tmp_path / "a" / "slot_conditioning_usage.md").read_text()
+
+
 def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_repo):
     workdir, _ = cpu_repo
     again = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
