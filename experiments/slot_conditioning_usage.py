@@ -31,24 +31,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from glass.eval.datasets.sample import read_rgb
 from glass.io import write_json
 from glass.model import GlassModel
 from glass.params import load_params, read_seed
 from glass.seeding import sample_seed
+from glass.text.prompts import build_prompt
 
 CONDITIONINGS = ("own_slots", "other_slots", "empty_prompt", "own_caption", "other_caption",
                  "zeros")
 
 
-def prompt_of(record: dict) -> str:
-    """The prompts stage's style for a ground-truth caption and the scene's classes."""
-    return f"{record['captions'][0]}; {' '.join(record['classes'])}"
-
-
 def text_embeddings(stable_diffusion: str, prompts: list[str]) -> torch.Tensor:
+    """(len(prompts), max_length, width) last hidden states of the SD text encoder."""
     tokenizer = CLIPTokenizer.from_pretrained(stable_diffusion, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(stable_diffusion, subfolder="text_encoder").eval()
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
@@ -62,13 +59,16 @@ def denoising_losses(folder: Path, records: list[dict], timesteps: list[int],
                      seed: int) -> dict[str, dict[str, float]]:
     model = GlassModel.from_pretrained(folder, with_decoder=True)
     decoder = model.decoder
-    images = torch.stack([torch.from_numpy(np.array(Image.open(r["file"]).convert("RGB")))
-                          .permute(2, 0, 1) for r in records]).float() / 255
+    images = torch.stack([torch.from_numpy(read_rgb(r["file"])).permute(2, 0, 1)
+                          for r in records]).float() / 255
     keys = [r["image_id"] for r in records]
     slots = model.infer_slots(images, keys, seed=seed).conditioning
     stable_diffusion = str(model.index.stable_diffusion.resolve(folder))
-    captions = text_embeddings(stable_diffusion, [prompt_of(r) for r in records])
-    empty = text_embeddings(stable_diffusion, [""]).expand(len(records), -1, -1)
+    # the prompts stage's format for each scene's first ground-truth caption, and the empty
+    # prompt last: one text-encoder load for both
+    texts = text_embeddings(stable_diffusion,
+                            [build_prompt(r["captions"][0], r["classes"]) for r in records] + [""])
+    captions, empty = texts[:-1], texts[-1:].expand(len(records), -1, -1)
     conditionings = {"own_slots": slots, "other_slots": slots.roll(1, 0),
                      "empty_prompt": empty, "own_caption": captions,
                      "other_caption": captions.roll(1, 0), "zeros": torch.zeros_like(slots)}
