@@ -80,6 +80,8 @@ def test_evaluation_writes_metrics_curves_grids_and_report(setup):
     assert metrics["unreadable_images"] == {"toy_val": 0, "toy_train": 0}
     probe = metrics["property_prediction"]["toy_val"]
     assert 0.0 <= probe["class_top1"] <= 1.0 and probe["test_objects"] > 0
+    # the chance rows beside them, so that a probe at chance reads as one
+    assert 0.0 < probe["class_top1_majority"] <= 1.0 and probe["centre_mse_mean"] > 0.0
     with open(out / "curves" / "toy_val.csv") as handle:
         curve = list(csv.DictReader(handle))
     found = [float(row["objects_found"]) for row in curve]

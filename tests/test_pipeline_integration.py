@@ -171,6 +171,31 @@ def test_slot_conditioning_experiment_scores_every_conditioning_deterministicall
     assert "| mean |" in (tmp_path / "a" / "slot_conditioning_usage.md").read_text()
 
 
+def test_position_experiment_probes_the_encoders_and_the_graphs_slots(cpu_repo, tmp_path):
+    """experiments/position_information.py on the committed tiny DINOv2 (and its random
+    initialisation) and the graph's stored slots: every probe scored against its chance level,
+    the same numbers on a second run (scenes and probes are deterministic)."""
+    workdir, _ = cpu_repo
+    reports = []
+    for run in ("a", "b"):
+        result = subprocess.run(
+            [sys.executable, "experiments/position_information.py", "--fit-images", "20",
+             "--test-images", "10", "--out", str(tmp_path / run / "position")],
+            cwd=workdir, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports.append(json.loads((tmp_path / run / "position.json").read_text()))
+    assert reports[0] == reports[1]
+    report = reports[0]
+    assert set(report["encoder"]) == {"random", "trained"}
+    for scores in report["encoder"].values():
+        assert set(scores) == {"token_position", "object_centre"}
+        assert scores["token_position"]["fit"] == 20 * 16 * 16
+        assert all(score["mse"] > 0 and score["mean_mse"] > 0 for score in scores.values())
+    slots = report["slots"]["CPU graph"]
+    assert slots["test"] > 0 and slots["mse"] > 0 and slots["mean_mse"] > 0
+    assert "| slots, CPU graph | object box centre |" in (tmp_path / "a" / "position.md").read_text()
+
+
 def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_repo):
     workdir, _ = cpu_repo
     again = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")

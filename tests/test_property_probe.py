@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from glass.eval.property_probe import (ProbeSamples, mask_box, match_slots_to_objects,
-                                       property_prediction, train_linear_probe,
-                                       validation_split)
+from glass.eval.property_probe import (ProbeSamples, chance_baselines, mask_box,
+                                       match_slots_to_objects, property_prediction,
+                                       train_linear_probe, validation_split)
 
 # ----------------------------------------------------------------------------- matching
 
@@ -113,6 +113,33 @@ def test_probes_learn_linearly_separable_slots():
     assert result["num_train"] + result["num_val"] == len(train) and result["num_test"] == 180
     assert result["num_val"] > 0 and result["num_val"] % 3 == 0   # whole images
     assert 1 <= result["class_best_epoch"] <= result["class_epochs_run"] <= 50
+
+
+def test_chance_baselines_by_hand():
+    fit = ProbeSamples(np.zeros((4, 3)), np.array([2, 5, 5, 2]),
+                       np.array([[0.2, 0.4], [0.4, 0.4], [0.6, 0.8], [0.8, 0.8]]),
+                       ["a", "a", "b", "b"])
+    test = ProbeSamples(np.zeros((2, 3)), np.array([2, 7]), np.array([[0.5, 0.6], [0.1, 0.6]]),
+                        ["c", "c"])
+    majority, mean_centre = chance_baselines(fit, test)
+    # classes 2 and 5 tie: the smaller index; the mean centre is (0.5, 0.6)
+    assert majority == 0.5
+    assert mean_centre == pytest.approx((0.0 + 0.0 + 0.4 ** 2 + 0.0) / 4)
+
+
+def test_slots_without_position_score_the_mean_centre():
+    """Slots that know the class but not where the object is: the class probe beats the
+    majority baseline, the centre probe cannot beat the mean centre by more than noise."""
+    train, test = _synthetic(300, seed=0), _synthetic(60, seed=1)
+    for samples in (train, test):
+        samples.features[:, :2] = 0.0                # drop the position dims
+    result = property_prediction(train, test, num_classes=5, max_epochs=50, batch_size=16,
+                                 seed=0)
+    assert result["class_accuracy"] >= 0.95 > 0.5 > result["class_accuracy_majority"]
+    assert result["centre_mse"] > 0.95 * result["centre_mse_mean"] > 0.05
+    with_position = property_prediction(_synthetic(300, seed=0), _synthetic(60, seed=1),
+                                        num_classes=5, max_epochs=50, batch_size=16, seed=0)
+    assert with_position["centre_mse"] < 0.1 * with_position["centre_mse_mean"]
 
 
 def test_early_stopping_when_nothing_improves():

@@ -298,6 +298,19 @@ def _scores(class_probe: nn.Linear, centre_probe: nn.Linear, samples: ProbeSampl
     return accuracy, float(F.mse_loss(centre_probe(x), centres))
 
 
+def chance_baselines(fit_set: ProbeSamples, test: ProbeSamples) -> tuple[float, float]:
+    """What a probe scores on ``test`` without looking at the slots: the accuracy of always
+    answering the most frequent class of ``fit_set`` (the smallest index among ties), and the MSE
+    of always answering its mean centre. A probe at or below these has read nothing from the
+    slots (e.g. slots that carry no position give a centre MSE at the mean's)."""
+    if len(fit_set) == 0:
+        raise ValueError("no training samples for the chance baselines")
+    majority = int(np.bincount(fit_set.classes).argmax())
+    mean_centre = fit_set.centres.astype(np.float64).mean(axis=0)
+    return (float((test.classes == majority).mean()),
+            float(((test.centres.astype(np.float64) - mean_centre) ** 2).mean()))
+
+
 def property_prediction(train: ProbeSamples, test: ProbeSamples, num_classes: int, *,
                         max_epochs: int, batch_size: int, val_fraction: float = 0.1,
                         lr: float = PAPER_LR, weight_decay: float = 1e-2,
@@ -306,7 +319,8 @@ def property_prediction(train: ProbeSamples, test: ProbeSamples, num_classes: in
     """Train the class and centre probes on ``train`` (minus its validation images) and score
     them on ``test``: paper Table 8's top-1 accuracy (a fraction, not %) and centre MSE.
 
-    Returns ``{"class_accuracy", "centre_mse", "val_class_accuracy", "val_centre_mse",
+    Returns ``{"class_accuracy", "centre_mse", "class_accuracy_majority", "centre_mse_mean"
+    (glass.eval.property_probe.chance_baselines), "val_class_accuracy", "val_centre_mse",
     "num_train", "num_val", "num_test", "class_epochs_run", "class_best_epoch",
     "centre_epochs_run", "centre_best_epoch"}``.
     """
@@ -327,7 +341,9 @@ def property_prediction(train: ProbeSamples, test: ProbeSamples, num_classes: in
     device = torch.device(device)
     accuracy, mse = _scores(class_fit.model, centre_fit.model, test, device)
     val_accuracy, val_mse = _scores(class_fit.model, centre_fit.model, val_set, device)
+    majority, mean_centre = chance_baselines(fit_set, test)
     return {"class_accuracy": accuracy, "centre_mse": mse,
+            "class_accuracy_majority": majority, "centre_mse_mean": mean_centre,
             "val_class_accuracy": val_accuracy, "val_centre_mse": val_mse,
             "num_train": len(fit_set), "num_val": len(val_set), "num_test": len(test),
             "class_epochs_run": class_fit.epochs_run, "class_best_epoch": class_fit.best_epoch,

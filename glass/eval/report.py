@@ -56,6 +56,8 @@ _SPECS: dict[str, _Spec] = {
     "dinov2_fd": _Spec("FD (DINOv2)", "unitless", False, "{:.2f}"),
     "class_top1": _Spec("class top-1 accuracy", "%", True, _PCT),
     "centre_mse": _Spec("centre MSE", "unitless", False, "{:.4f}"),
+    "class_top1_majority": _Spec("class top-1, majority class (chance)", "%", True, _PCT),
+    "centre_mse_mean": _Spec("centre MSE, mean centre (chance)", "unitless", False, "{:.4f}"),
     "images": _Spec("images", "count", False, "{:d}"),
     "train_objects": _Spec("train objects", "count", False, "{:d}"),
     "test_objects": _Spec("test objects", "count", False, "{:d}"),
@@ -66,7 +68,8 @@ _ORDER: dict[str, tuple[str, ...]] = {
     "object_discovery": ("miou_i", "mbo_i", "mbo_c", "miou_c", "fg_ari", "miou_i_per_object",
                          "mbo_i_per_object", "so", "po", "go", "bg", "images"),
     "generation": ("psnr", "ssim", "lpips", "fid", "dinov2_fd", "images"),
-    "property_prediction": ("class_top1", "centre_mse", "train_objects", "test_objects"),
+    "property_prediction": ("class_top1", "class_top1_majority", "centre_mse", "centre_mse_mean",
+                            "train_objects", "test_objects"),
 }
 
 _TITLES = {

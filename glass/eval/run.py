@@ -103,6 +103,9 @@ def run_property_prediction(evaluate: EvaluateParams, readers: dict[str, EvalDat
                                  max_epochs=probes.max_epochs, batch_size=probes.batch_size,
                                  val_fraction=probes.val_fraction, seed=probes.seed, device="cpu")
     return {"class_top1": result["class_accuracy"], "centre_mse": result["centre_mse"],
+            # what the probes score without the slots: a row at these has learned nothing
+            "class_top1_majority": result["class_accuracy_majority"],
+            "centre_mse_mean": result["centre_mse_mean"],
             "train_objects": result["num_train"], "test_objects": result["num_test"],
             "classes": int(len(np.unique(np.concatenate([train.classes, test.classes]))))}
 
