@@ -132,3 +132,22 @@ def test_cross_attention_query_key_projections_learn_at_their_own_rate():
         assert moves[8.0][name] == pytest.approx(8 * moves[1.0][name], rel=0.05), name
     other = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
     assert moves[8.0][other] == pytest.approx(moves[1.0][other], rel=1e-4)
+
+
+def test_class_embedding_experiment_compares_every_class_pair(tmp_path):
+    """experiments/class_embedding_similarity.py on the committed tiny SD, named: one cosine per
+    pair of the 8 toy classes, a mean that is theirs, and the closest pair among them."""
+    import subprocess
+    import sys
+
+    report_path = tmp_path / "similarity.json"
+    result = subprocess.run(
+        [sys.executable, "experiments/class_embedding_similarity.py", "--model",
+         f"committed={COMMITTED}", "--report", str(report_path)],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = json.loads(report_path.read_text())["committed"]
+    assert len(row["pairs"]) == 8 * 7 // 2
+    assert all(-1.0 <= value <= 1.0 for value in row["pairs"].values())
+    assert row["mean_cosine"] == pytest.approx(sum(row["pairs"].values()) / 28, abs=1e-4)
+    assert row["pairs"][row["max_pair"]] == max(row["pairs"].values())
