@@ -255,8 +255,6 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
         update_ema(ema_text, text_encoder, decay)
         return row | {"lr": lr}
 
-    with grounding_processors(unet, layers if grounding else [],
-                              detach_context=settings.token_grounding_detach_text
-                              ) as processors:
+    with grounding_processors(unet, layers if grounding else []) as processors:
         history = _run_steps(settings.unet_steps, "pretrain unet", progress, step_fn)
     return ema_unet, ema_text, history

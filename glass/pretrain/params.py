@@ -67,14 +67,6 @@ class LatentDiffusionSettings(Params):
     # mean IoU against the judge (10 steps, min-max, 96 x 2 held-out prompts)
     token_grounding_weight: float = param(0.1, min=0)
     token_grounding_sides: tuple[int, ...] = (16, 8)
-    # the token loss's maps use keys from the text encoder's output detached, so that it trains
-    # the UNet and not (through the keys) the text encoder, as TokenCompose trains SD's UNet with
-    # the text encoder frozen. Through the keys (false; the run of commit cbab6e8) the class
-    # words' embeddings (the class text encoded alone, the synthesize stage's lookup) collapsed
-    # together: mean cosine between the 8 classes 0.95, donut-tv 0.99, against 0.86 and 0.72
-    # without the loss (experiments/class_embedding_similarity.py), and donuts were no longer
-    # drawn
-    token_grounding_detach_text: bool = True
 
     def validate(self) -> None:
         if not self.token_grounding_sides or min(self.token_grounding_sides) < 1:

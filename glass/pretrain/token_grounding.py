@@ -87,20 +87,10 @@ def coarser_masks(masks: torch.Tensor, side: int, coarser_side: int) -> torch.Te
 class GroundingAttnProcessor:
     """Cross-attention as diffusers' ``AttnProcessor`` (probabilities formed explicitly, so
     gradients reach them), which appends (its grid side, its head-averaged probabilities
-    (B, h*w, T)) to ``records`` while ``records`` is a list.
+    (B, h*w, T)) to ``records`` while ``records`` is a list."""
 
-    ``detach_context``: the recorded probabilities are formed with keys from the text encoder's
-    output detached (the same values; the layer's own output is unchanged), so a loss on them
-    trains the UNet's queries and key projection but reaches the text encoder only through the
-    queries of layers downstream of other cross-attention layers (a 16th of the gradient on the
-    class tokens' states in the committed tiny SD). TokenCompose fine-tunes SD's UNet with the
-    text encoder frozen; here the text encoder learns from scratch, and with the token loss
-    reaching it through the keys the class words' embeddings collapsed together (README, "The
-    toy world's own models")."""
-
-    def __init__(self, layer: AttentionLayer, detach_context: bool = False):
+    def __init__(self, layer: AttentionLayer):
         self.layer = layer
-        self.detach_context = detach_context
         self.records: list[tuple[int, torch.Tensor]] | None = None
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor,
@@ -120,12 +110,8 @@ class GroundingAttnProcessor:
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
         probs = attn.get_attention_scores(query, key, None)              # (B*heads, N, T)
         if self.records is not None:
-            recorded = probs
-            if self.detach_context:
-                detached_key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states.detach()))
-                recorded = attn.get_attention_scores(query, detached_key, None)
             self.records.append((self.layer.side,
-                                 recorded.view(batch_size, attn.heads, *probs.shape[1:]).mean(1)))
+                                 probs.view(batch_size, attn.heads, *probs.shape[1:]).mean(1)))
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if attn.residual_connection:
@@ -143,12 +129,12 @@ def grounded_layers(unet, latent_size: int, sides: tuple[int, ...]) -> list[Atte
 
 
 @contextmanager
-def grounding_processors(unet, layers: list[AttentionLayer], detach_context: bool = False
+def grounding_processors(unet, layers: list[AttentionLayer]
                          ) -> Iterator[list[GroundingAttnProcessor]]:
     """Install GroundingAttnProcessors on ``layers`` (the others keep theirs: set_attn_processor
     takes the full dict); restore the original processors on exit."""
     originals = dict(unet.attn_processors)
-    installed = [GroundingAttnProcessor(layer, detach_context) for layer in layers]
+    installed = [GroundingAttnProcessor(layer) for layer in layers]
     unet.set_attn_processor(originals | {p.layer.name: p for p in installed})
     try:
         yield installed
