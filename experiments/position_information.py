@@ -19,11 +19,11 @@ Writes reports/position_information.{json,md}.
 """
 
 import argparse
+import itertools
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from glass.data.toy_world import render_scene, scene_for_image
 from glass.eval.params import EvaluateParams
 from glass.eval.predictions import Predictions
 from glass.eval.run import open_readers, probe_samples
@@ -32,7 +32,7 @@ from glass.model.encoder import FrozenDinov2Encoder
 from glass.params import load_params, read_section, read_seed
 from glass.pretrain.params import PretrainParams
 from glass.pretrain.position_information import ProbeScore, encoder_position_information, ridge_probe
-from glass.pretrain.run import EVAL_SEED_OFFSET, EVAL_SPLIT
+from glass.pretrain.run import EVAL_SPLIT, held_out_samples
 from glass.stage_runner import run_stage
 from glass.tiny.dinov2 import build_tiny_dinov2
 
@@ -47,19 +47,18 @@ def slot_centre_probe(predictions_dir: str, evaluate: EvaluateParams, ridge: flo
 
 
 def markdown(report: dict) -> str:
+    def row(features: str, target: str, score: dict) -> str:
+        return (f"| {features} | {target} | {score['mse']:.4f} | {score['mean_mse']:.4f} | "
+                f"{score['mse'] / score['mean_mse']:.2f} | {score['fit']} / {score['test']} |")
+
     lines = [f"Ridge probes (λ = {report['ridge']}): test MSE against always answering the fit "
              "set's mean (ratio 1 = nothing read, 0 = exact)", "",
              "| features | target | probe MSE | mean MSE | ratio | fit / test |",
              "|---|---|---|---|---|---|"]
-    for name, scores in report["encoder"].items():
-        for target, score in scores.items():
-            lines.append(f"| tiny DINOv2, {name} | {target.replace('_', ' ')} | "
-                         f"{score['mse']:.4f} | {score['mean_mse']:.4f} | "
-                         f"{score['mse'] / score['mean_mse']:.2f} | {score['fit']} / {score['test']} |")
-    for name, score in report["slots"].items():
-        lines.append(f"| slots, {name} | object box centre | {score['mse']:.4f} | "
-                     f"{score['mean_mse']:.4f} | {score['mse'] / score['mean_mse']:.2f} | "
-                     f"{score['fit']} / {score['test']} |")
+    lines += [row(f"tiny DINOv2, {name}", target.replace("_", " "), score)
+              for name, scores in report["encoder"].items() for target, score in scores.items()]
+    lines += [row(f"slots, {name}", "object box centre", score)
+              for name, score in report["slots"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -83,22 +82,17 @@ def main() -> None:
     world = pretrain.world
     evaluate = read_section(load_params(args.cpu_params), "evaluate", EvaluateParams)
 
-    def samples(indices):
-        for index in indices:
-            rendered = render_scene(scene_for_image(world, seed + EVAL_SEED_OFFSET, EVAL_SPLIT,
-                                                    index), world)
-            yield f"{EVAL_SPLIT}-{index:05d}", rendered.image, rendered.instance_map
-
-    fit_ids = range(args.fit_images)
-    test_ids = range(args.fit_images, args.fit_images + args.test_images)
+    def fit_and_test():
+        # one stream of scenes: the probe drains the fit slice first, the rest is the test set
+        scenes = held_out_samples(world, seed, args.fit_images + args.test_images)
+        return itertools.islice(scenes, args.fit_images), scenes
     report = {"ridge": args.ridge, "split": EVAL_SPLIT, "trained": args.trained,
               "encoder": {}, "slots": {}}
     with tempfile.TemporaryDirectory() as scratch:
         random_dir = build_tiny_dinov2(Path(scratch) / "random", seed=pretrain.dinov2.model_seed)
         for name, folder in (("random", random_dir), ("trained", args.trained)):
             encoder = FrozenDinov2Encoder(str(folder), image_size=world.image_size)
-            scores = encoder_position_information(encoder, samples(fit_ids), samples(test_ids),
-                                                  args.ridge)
+            scores = encoder_position_information(encoder, *fit_and_test(), args.ridge)
             report["encoder"][name] = {k: asdict(v) for k, v in scores.items()}
             print(name, scores)
     for entry in args.predictions:
