@@ -77,6 +77,7 @@ def main() -> None:
         result, pairs = run_generation(model, reader, evaluate.generation, evaluate.device,
                                        evaluate.seed)
         rows.append({"phase2_steps": count, "psnr": round(result["psnr"], 3),
+                     "psnr_mean_colour": round(result["psnr_mean_colour"], 3),
                      "ssim": round(result["ssim"], 4), "images": result["images"]})
         log.info("phase 2, %d steps: %s", count, rows[-1])
         if not grid:
@@ -104,10 +105,11 @@ def write_report(rows: list[dict], grid: list[list[np.ndarray]], train: TrainPar
              f"{section.num_inference_steps} DDIM steps) after phase 2 of increasing length "
              f"(batch {train.data.batch_size}; phase 1: the CPU configuration's "
              f"{train.phase1.steps} steps)", "",
-             "| UNet lr | phase-2 steps | PSNR (dB) | SSIM |", "|---|---|---|---|"]
+             "| UNet lr | phase-2 steps | PSNR (dB) | SSIM | PSNR of each image's mean colour |",
+             "|---|---|---|---|---|"]
     for lr, lr_rows in sorted(runs.items(), key=lambda item: float(item[0])):
-        lines += [f"| {lr} | {r['phase2_steps']} | {r['psnr']:.2f} | {r['ssim']:.3f} |"
-                  for r in lr_rows]
+        lines += [f"| {lr} | {r['phase2_steps']} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+                  f"{r['psnr_mean_colour']:.2f} |" for r in lr_rows]
     (report_dir / "decoder_finetuning.md").write_text("\n".join(lines) + "\n")
     # columns: the real image, then the reconstruction after each step count of the table
     save_grid(report_dir / f"decoder_finetuning_lr{train.phase2.unet_lr:g}.png", grid)

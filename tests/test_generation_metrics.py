@@ -148,6 +148,11 @@ def test_offline_lpips_and_fid_are_reported_unavailable(offline_torch_home, tmp_
     per_image = [10 * torch.log10(1 / ((r - n) ** 2).mean()) for r, n in zip(real, noisy)]
     assert result["psnr"] == pytest.approx(float(torch.stack(per_image).mean()), rel=1e-5)
     assert 0 < result["ssim"] < 1
+    # the reference: each real image's own mean colour as its reconstruction, by hand
+    flat = [10 * torch.log10(1 / ((r - r.mean(dim=(1, 2), keepdim=True)) ** 2).mean())
+            for r in real]
+    assert result["psnr_mean_colour"] == pytest.approx(float(torch.stack(flat).mean()),
+                                                       rel=1e-5)
 
 
 def test_failed_download_is_caught_and_reported(offline_torch_home, monkeypatch):

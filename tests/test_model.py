@@ -307,6 +307,28 @@ def test_decoder_reconstruct_samples_images_from_the_slots(decoder):
         decoder.reconstruct(conditioning, num_inference_steps=0)
 
 
+def test_decoder_sampling_never_clips_the_latents(decoder):
+    """DDIM's pixel-space default clips the predicted clean sample to [-1, 1]; scaled latents
+    are not bounded so, and the tiny SD's scheduler config (like the toy SD's) does not say
+    clip_sample false. A UNet that predicts zero noise keeps x0 = x_T / sqrt(alpha_bar_T), far
+    outside [-1, 1] (x_T ~ N(0, 1), sqrt(alpha_bar_T) ~ 0.07), unless the sampler clips it."""
+    assert decoder.noise_scheduler.config.clip_sample  # the config this guards against
+    conv_out = decoder.unet.conv_out
+    saved = conv_out.weight.detach().clone(), conv_out.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            conv_out.weight.zero_()
+            conv_out.bias.zero_()
+        conditioning = torch.randn(1, 5, SD_CROSS_ATTENTION_DIM, generator=seeded(3))
+        latents = decoder.sample_latents(conditioning, num_inference_steps=3,
+                                         generator=seeded(0))
+        assert float(latents.abs().max()) > 5.0
+    finally:
+        with torch.no_grad():
+            conv_out.weight.copy_(saved[0])
+            conv_out.bias.copy_(saved[1])
+
+
 def test_decoder_targets_follow_the_prediction_type(decoder):
     from diffusers import DDPMScheduler
 

@@ -140,6 +140,8 @@ def test_decoder_finetuning_experiment_continues_phase_1_and_scores_like_the_pre
     assert all(row["images"] == 3 for row in rows)
     stage = json.loads((workdir / "data/cpu/metrics/generation.json").read_text())
     assert rows[1]["psnr"] == round(stage["generation"]["toy_val"]["psnr"], 3)
+    assert rows[1]["psnr_mean_colour"] == round(stage["generation"]["toy_val"]["psnr_mean_colour"],
+                                                3)
     assert "| 0.0001 | 2 |" in (tmp_path / "reports/decoder_finetuning.md").read_text()
     assert (tmp_path / "reports/decoder_finetuning_lr0.0001.png").is_file()
 

@@ -144,5 +144,6 @@ def test_other_scheduler_and_window(tiny_sd_path):
     sample = generator.generate(RECORDS[0], 5)
     settings = sample.metadata["settings"]
     assert settings["scheduler"] == "DDIMScheduler"
+    assert generator.pipeline.scheduler.config.clip_sample is False  # latents are unbounded
     assert settings["window"] == {"start_step": 1, "end_step": 3, "captured_steps": 2}
     assert sample.attention is None and sample.mask.shape == (64, 64)

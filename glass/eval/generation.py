@@ -178,6 +178,10 @@ class GenerationMetrics:
         allow = downloads_allowed() if allow_download is None else bool(allow_download)
         self.unavailable: dict[str, str] = {}
         self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)).to(self.device)
+        # what a flat image of each real image's own mean colour scores: the level at which a
+        # reconstruction says nothing about the layout (a PSNR read alone hides that)
+        self.psnr_mean_colour = PeakSignalNoiseRatio(data_range=1.0,
+                                                     dim=(1, 2, 3)).to(self.device)
         self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(self.device)
         self.lpips = self.fid = None
         if lpips:
@@ -217,6 +221,7 @@ class GenerationMetrics:
         real = real.to(self.device, torch.float32)
         generated = generated.to(self.device, torch.float32)
         self.psnr.update(generated, real)
+        self.psnr_mean_colour.update(real.mean(dim=(2, 3), keepdim=True).expand_as(real), real)
         self.ssim.update(generated, real)
         if self.lpips is not None:
             self.lpips.update(generated, real)
@@ -230,13 +235,16 @@ class GenerationMetrics:
         self.num_images += real.shape[0]
 
     def compute(self) -> dict:
-        """``{"num_images", "psnr", "ssim", "lpips", "fid"}`` (+ ``"fd_dinov2"`` with a
-        ``feature_encoder``); a metric that cannot be given is ``None`` and comes with a
-        ``"<name>_unavailable"`` reason."""
+        """``{"num_images", "psnr", "psnr_mean_colour", "ssim", "lpips", "fid"}`` (+
+        ``"fd_dinov2"`` with a ``feature_encoder``); a metric that cannot be given is ``None`` and
+        comes with a ``"<name>_unavailable"`` reason. ``psnr_mean_colour``: the PSNR of each real
+        image's own mean colour as its reconstruction, a reference, not a model's score."""
         if self.num_images == 0:
             raise InvalidInput("no images were given to GenerationMetrics.update")
         result: dict = {"num_images": self.num_images,
-                        "psnr": float(self.psnr.compute()), "ssim": float(self.ssim.compute())}
+                        "psnr": float(self.psnr.compute()),
+                        "psnr_mean_colour": float(self.psnr_mean_colour.compute()),
+                        "ssim": float(self.ssim.compute())}
         result["lpips"] = None if self.lpips is None else float(self.lpips.compute())
         if self.fid is not None and self.num_images < 2:
             result["fid"] = None

@@ -50,6 +50,8 @@ _SPECS: dict[str, _Spec] = {
     "go": _Spec("GO", "%", True, _PCT),
     "bg": _Spec("BG", "%", True, _PCT),
     "psnr": _Spec("PSNR", "dB", False, "{:.2f}"),
+    "psnr_mean_colour": _Spec("PSNR, each image's mean colour (reference)", "dB", False,
+                              "{:.2f}"),
     "ssim": _Spec("SSIM", "unitless", False, "{:.3f}"),
     "lpips": _Spec("LPIPS", "unitless", False, "{:.3f}"),
     "fid": _Spec("FID", "unitless", False, "{:.2f}"),
@@ -67,7 +69,7 @@ _SPECS: dict[str, _Spec] = {
 _ORDER: dict[str, tuple[str, ...]] = {
     "object_discovery": ("miou_i", "mbo_i", "mbo_c", "miou_c", "fg_ari", "miou_i_per_object",
                          "mbo_i_per_object", "so", "po", "go", "bg", "images"),
-    "generation": ("psnr", "ssim", "lpips", "fid", "dinov2_fd", "images"),
+    "generation": ("psnr", "psnr_mean_colour", "ssim", "lpips", "fid", "dinov2_fd", "images"),
     "property_prediction": ("class_top1", "class_top1_majority", "centre_mse", "centre_mse_mean",
                             "train_objects", "test_objects"),
 }

@@ -124,11 +124,26 @@ class DiffusionDecoder(nn.Module):
                     generator: torch.Generator | None = None) -> torch.Tensor:
         """Images (B, 3, image_size, image_size) in [0, 1] generated from noise by DDIM, the UNet
         conditioned on the slots ``conditioning`` (B, K, conditioning_dim) alone (no
-        classifier-free guidance: there is no unconditional slot set). The DDIM schedule is built
-        from the training scheduler's config, so betas and prediction type match training."""
+        classifier-free guidance: there is no unconditional slot set)."""
+        latents = self.sample_latents(conditioning, num_inference_steps, generator)
+        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
+        latents = latents / self.vae.config.scaling_factor + shift
+        pixels = self.vae.decode(latents.to(self.vae.dtype)).sample.float()
+        return ((pixels + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    @torch.no_grad()
+    def sample_latents(self, conditioning: torch.Tensor, num_inference_steps: int = 50,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """The scaled latents (B, C, h, w) that DDIM denoises from noise under ``conditioning``.
+        The DDIM schedule is built from the training scheduler's config, so betas and prediction
+        type match training."""
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        scheduler = DDIMScheduler.from_config(self.noise_scheduler.config)
+        # Never clip the predicted clean sample: scaled latents are not bounded to [-1, 1] (SD's
+        # own scheduler configs say clip_sample false), and a config that omits the key, as the
+        # toy SD's PNDM config does, would get DDIM's pixel-space default True, which flattens
+        # every sample into blotchy noise (README, "The toy world's own models").
+        scheduler = DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False)
         device, unet_dtype = conditioning.device, self.unet.dtype
         scheduler.set_timesteps(num_inference_steps, device=device)
         vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -143,10 +158,7 @@ class DiffusionDecoder(nn.Module):
                                    encoder_hidden_states=hidden).sample
             latents = scheduler.step(prediction.float(), timestep, latents,
                                      generator=generator).prev_sample
-        shift = getattr(self.vae.config, "shift_factor", None) or 0.0
-        latents = latents / self.vae.config.scaling_factor + shift
-        pixels = self.vae.decode(latents.to(self.vae.dtype)).sample.float()
-        return ((pixels + 1.0) / 2.0).clamp(0.0, 1.0)
+        return latents
 
 
 def random_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator | None,

@@ -43,7 +43,9 @@ logger = logging.getLogger(__name__)
 
 # Scheduler names accepted by ``scheduler=`` (None keeps the checkpoint's own: PNDM for SD 2.1).
 SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
-    "ddim": (DDIMScheduler, {}),
+    # latents are not bounded to [-1, 1]: SD's configs say clip_sample false, and one that
+    # omits it (the toy SD's) would get DDIM's pixel-space default True
+    "ddim": (DDIMScheduler, {"clip_sample": False}),
     "pndm": (PNDMScheduler, {"skip_prk_steps": True}),
     "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++"}),
     "euler": (EulerDiscreteScheduler, {}),
