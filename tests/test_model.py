@@ -329,6 +329,42 @@ def test_decoder_sampling_never_clips_the_latents(decoder):
             conv_out.bias.copy_(saved[1])
 
 
+@pytest.mark.parametrize("sampler, guidance_scale", [("dpm++", 1.3), ("dpm++", 1.0),
+                                                     ("ddim", 3.0)])
+def test_decoder_sampling_matches_the_stable_diffusion_pipeline(decoder, tiny_sd_path, sampler,
+                                                                guidance_scale):
+    """The official evaluation samples with diffusers' StableDiffusionPipeline, the slots given
+    as prompt_embeds (guidance against the empty prompt it encodes at the slots' length): our
+    decoder gives the same images from the same noise, with and without guidance."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    pipeline = StableDiffusionPipeline.from_pretrained(str(tiny_sd_path), safety_checker=None,
+                                                       requires_safety_checker=False)
+    pipeline.set_progress_bar_config(disable=True)
+    if sampler == "dpm++":
+        pipeline.scheduler = DPMSolverMultistepScheduler.from_config(pipeline.scheduler.config)
+    else:
+        pipeline.scheduler = DDIMScheduler.from_config(pipeline.scheduler.config,
+                                                       clip_sample=False)
+    conditioning = torch.randn(2, 5, SD_CROSS_ATTENTION_DIM, generator=seeded(3))
+    side = decoder.image_size
+    expected = pipeline(prompt_embeds=conditioning, guidance_scale=guidance_scale,
+                        num_inference_steps=4, generator=seeded(0), height=side, width=side,
+                        output_type="pt").images
+    ours = decoder.reconstruct(conditioning, num_inference_steps=4, generator=seeded(0),
+                               sampler=sampler, guidance_scale=guidance_scale)
+    assert ours.shape == expected.shape
+    torch.testing.assert_close(ours, expected.float(), atol=1e-5, rtol=0)
+    if guidance_scale > 1.0:   # the guidance is not a no-op
+        unguided = decoder.reconstruct(conditioning, num_inference_steps=4, generator=seeded(0),
+                                       sampler=sampler)
+        assert not torch.allclose(ours, unguided, atol=1e-3)
+    with pytest.raises(ValueError, match="sampler"):
+        decoder.reconstruct(conditioning, num_inference_steps=2, sampler="euler")
+    with pytest.raises(ValueError, match="guidance_scale"):
+        decoder.reconstruct(conditioning, num_inference_steps=2, guidance_scale=0.5)
+
+
 def test_decoder_targets_follow_the_prediction_type(decoder):
     from diffusers import DDPMScheduler
 

@@ -56,11 +56,13 @@ def outline(image: np.ndarray, mask: np.ndarray, colour: Sequence[int] = OUTLINE
 
 def composition_rows(model: GlassModel, images: Sequence[torch.Tensor], keys: list[str],
                      instances: Sequence[np.ndarray | None], num_inference_steps: int,
-                     mask_source: str = "slot_attention", seed: int = 0) -> list[list[np.ndarray]]:
+                     mask_source: str = "slot_attention", seed: int = 0, *,
+                     sampler: str = "ddim",
+                     guidance_scale: float = 1.0) -> list[list[np.ndarray]]:
     """One grid row per image i (``images``: (1, 3, H, W) tensors, any size), with image i+1
     (cyclically) as the donor: [input with the edited slot outlined, slot masks, reconstruction,
     slot removed, donor with its slot outlined, donor slot added]. ``instances``: ground truth
-    at each image's size (or None)."""
+    at each image's size (or None). ``sampler``, ``guidance_scale``: ``GlassModel.generate``."""
     if len(images) < 2:
         raise ValueError("compositional generation needs at least two images (one is the donor)")
     conditioning, maps = [], []
@@ -73,11 +75,13 @@ def composition_rows(model: GlassModel, images: Sequence[torch.Tensor], keys: li
     rows = []
     for i, key in enumerate(keys):
         donor = (i + 1) % len(keys)
-        reconstruction = model.generate(conditioning[i][None], [key], seed, num_inference_steps)[0]
-        removed = model.generate(remove_slot(conditioning[i], chosen[i])[None], [key], seed,
-                                 num_inference_steps)[0]
-        added = model.generate(add_slot(conditioning[i], conditioning[donor][chosen[donor]])[None],
-                               [key], seed, num_inference_steps)[0]
+        def generate(slot_set: torch.Tensor) -> torch.Tensor:
+            return model.generate(slot_set[None], [key], seed, num_inference_steps,
+                                  sampler=sampler, guidance_scale=guidance_scale)[0]
+
+        reconstruction = generate(conditioning[i])
+        removed = generate(remove_slot(conditioning[i], chosen[i]))
+        added = generate(add_slot(conditioning[i], conditioning[donor][chosen[donor]]))
         rows.append([outline(tensor_to_image(images[i][0]), maps[i] == chosen[i]), maps[i] + 1,
                      tensor_to_image(reconstruction), tensor_to_image(removed),
                      outline(tensor_to_image(images[donor][0]), maps[donor] == chosen[donor]),

@@ -224,7 +224,11 @@ class GenerationParams(Params):
 
     dataset: str | None = "coco_val"
     images: int = param(512, min=1)          # paper Sec. 5.2: FID on 512 images
-    num_inference_steps: int = param(50, min=1)
+    # the official evaluation (docs/paper-facts.md, "Official checkpoints"): DPM-Solver++, 250
+    # steps, classifier-free guidance 1.3 against the empty prompt
+    num_inference_steps: int = param(250, min=1)
+    sampler: Literal["ddim", "dpm++"] = param("dpm++", optional=True)
+    guidance_scale: float = param(1.3, min=1.0, optional=True)
     fid: bool = True
     lpips: bool = True
     dinov2_frechet: bool = True
@@ -250,7 +254,10 @@ class CompositionParams(Params):
 
     dataset: str | None = "coco_val"
     images: int = param(8, min=2)
-    num_inference_steps: int = param(50, min=1)
+    # the official composition: DPM-Solver++, 75 steps, guidance 3
+    num_inference_steps: int = param(75, min=1)
+    sampler: Literal["ddim", "dpm++"] = param("dpm++", optional=True)
+    guidance_scale: float = param(3.0, min=1.0, optional=True)
     mask_source: Literal["slot_attention", "mlp_decoder"] = param("slot_attention",
                                                                   optional=True)
     enabled: bool = param(True, optional=True)

@@ -231,7 +231,8 @@ def run_generation(model: GlassModel, reader: EvalDataset, section: GenerationPa
     for sample in tqdm(samples, total=count, desc="conditional generation"):
         slots = model.infer_slots(image_tensor(sample), [sample.key], seed)
         generated = model.generate(slots.conditioning, [sample.key], seed,
-                                   section.num_inference_steps)
+                                   section.num_inference_steps, sampler=section.sampler,
+                                   guidance_scale=section.guidance_scale)
         # the reconstruction is compared with the evaluation image at the decoder's size
         real = torch.nn.functional.interpolate(ground_truth_image(sample), size=(side, side),
                                                mode="bilinear", antialias=True,
@@ -257,7 +258,8 @@ def run_composition(model: GlassModel, reader: EvalDataset,
                            "adding a slot from another image needs 2")
     return composition_rows(model, [ground_truth_image(s) for s in samples],
                             [s.key for s in samples], [s.instances for s in samples],
-                            section.num_inference_steps, section.mask_source, seed)
+                            section.num_inference_steps, section.mask_source, seed,
+                            sampler=section.sampler, guidance_scale=section.guidance_scale)
 
 
 def split_unavailable(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       UNet2DConditionModel)
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 from glass.model_reference import load_errors, load_failure
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+# How images are sampled from the slots. "dpm++": the official GLASS evaluation's
+# DPMSolverMultistepScheduler built from SD's scheduler config (docs/paper-facts.md, "Official
+# checkpoints"); "ddim": DDIM, fewer steps for the same quality on a small budget.
+SAMPLERS = ("ddim", "dpm++")
 
 
 class DiffusionDecoder(nn.Module):
@@ -34,6 +39,10 @@ class DiffusionDecoder(nn.Module):
         self.vae = vae
         self.noise_scheduler = noise_scheduler
         self.image_size = image_size
+        # where the tokenizer and text encoder for classifier-free guidance's empty prompt come
+        # from (set by from_pretrained; loaded on first use only)
+        self.source: str | None = None
+        self._empty_prompt: dict[int, torch.Tensor] = {}
         check_image_size(image_size, vae, unet)
         self.vae.requires_grad_(False)
         self.vae.eval()
@@ -51,7 +60,9 @@ class DiffusionDecoder(nn.Module):
         except load_errors() as error:
             raise load_failure("Stable Diffusion (the diffusion decoder's UNet and VAE)", model,
                                error) from error
-        return cls(unet, vae, noise_scheduler, image_size)
+        decoder = cls(unet, vae, noise_scheduler, image_size)
+        decoder.source = model
+        return decoder
 
     def train(self, mode: bool = True) -> DiffusionDecoder:
         """Whatever the parent does, the frozen VAE stays in eval mode."""
@@ -121,11 +132,13 @@ class DiffusionDecoder(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, conditioning: torch.Tensor, num_inference_steps: int = 50,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images (B, 3, image_size, image_size) in [0, 1] generated from noise by DDIM, the UNet
-        conditioned on the slots ``conditioning`` (B, K, conditioning_dim) alone (no
-        classifier-free guidance: there is no unconditional slot set)."""
-        latents = self.sample_latents(conditioning, num_inference_steps, generator)
+                    generator: torch.Generator | None = None, *, sampler: str = "ddim",
+                    guidance_scale: float = 1.0) -> torch.Tensor:
+        """Images (B, 3, image_size, image_size) in [0, 1] generated from noise, the UNet
+        conditioned on the slots ``conditioning`` (B, K, conditioning_dim); see
+        ``sample_latents`` for ``sampler`` and ``guidance_scale``."""
+        latents = self.sample_latents(conditioning, num_inference_steps, generator,
+                                      sampler=sampler, guidance_scale=guidance_scale)
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         latents = latents / self.vae.config.scaling_factor + shift
         pixels = self.vae.decode(latents.to(self.vae.dtype)).sample.float()
@@ -133,17 +146,29 @@ class DiffusionDecoder(nn.Module):
 
     @torch.no_grad()
     def sample_latents(self, conditioning: torch.Tensor, num_inference_steps: int = 50,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """The scaled latents (B, C, h, w) that DDIM denoises from noise under ``conditioning``.
-        The DDIM schedule is built from the training scheduler's config, so betas and prediction
-        type match training."""
+                       generator: torch.Generator | None = None, *, sampler: str = "ddim",
+                       guidance_scale: float = 1.0) -> torch.Tensor:
+        """The scaled latents (B, C, h, w) denoised from noise under ``conditioning``.
+
+        ``sampler`` (``SAMPLERS``) is built from the training scheduler's config, so betas and
+        prediction type match training. ``guidance_scale`` > 1: classifier-free guidance as
+        the official evaluation runs it (``StableDiffusionPipeline`` given the slots as
+        ``prompt_embeds``), against the text encoder's empty prompt padded to the slots' count;
+        1: the slots alone."""
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        # Never clip the predicted clean sample: scaled latents are not bounded to [-1, 1] (SD's
-        # own scheduler configs say clip_sample false), and a config that omits the key, as the
-        # toy SD's PNDM config does, would get DDIM's pixel-space default True, which flattens
-        # every sample into blotchy noise (README, "The toy world's own models").
-        scheduler = DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+        if guidance_scale < 1.0:
+            raise ValueError(f"guidance_scale must be >= 1 (1: no guidance), got {guidance_scale}")
+        if sampler == "dpm++":
+            scheduler = DPMSolverMultistepScheduler.from_config(self.noise_scheduler.config)
+        else:
+            # Never clip the predicted clean sample: scaled latents are not bounded to [-1, 1]
+            # (SD's own scheduler configs say clip_sample false), and a config that omits the
+            # key, as the toy SD's PNDM config does, would get DDIM's pixel-space default True,
+            # which turns every sample into blotchy noise (README, "The toy world's own models").
+            scheduler = DDIMScheduler.from_config(self.noise_scheduler.config, clip_sample=False)
         device, unet_dtype = conditioning.device, self.unet.dtype
         scheduler.set_timesteps(num_inference_steps, device=device)
         vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -151,14 +176,50 @@ class DiffusionDecoder(nn.Module):
         latents = randn_tensor((conditioning.shape[0], self.unet.config.in_channels, side, side),
                                generator=generator, device=device, dtype=torch.float32)
         latents = latents * scheduler.init_noise_sigma
+        guided = guidance_scale > 1.0
         hidden = conditioning.to(unet_dtype)
+        if guided:   # the pipeline's order: unconditional first
+            empty = self.empty_prompt_embedding(conditioning.shape[1]).to(device, unet_dtype)
+            hidden = torch.cat([empty.expand(conditioning.shape[0], -1, -1), hidden])
         for timestep in scheduler.timesteps:
-            model_input = scheduler.scale_model_input(latents, timestep)
+            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = scheduler.scale_model_input(model_input, timestep)
             prediction = self.unet(model_input.to(unet_dtype), timestep,
-                                   encoder_hidden_states=hidden).sample
-            latents = scheduler.step(prediction.float(), timestep, latents,
+                                   encoder_hidden_states=hidden).sample.float()
+            if guided:
+                unconditional, conditional = prediction.chunk(2)
+                prediction = unconditional + guidance_scale * (conditional - unconditional)
+            latents = scheduler.step(prediction, timestep, latents,
                                      generator=generator).prev_sample
         return latents
+
+    @torch.no_grad()
+    def empty_prompt_embedding(self, length: int) -> torch.Tensor:
+        """(1, length, conditioning_dim): the text encoder's states of the empty prompt padded
+        to ``length`` tokens, which StableDiffusionPipeline uses as the unconditional input when
+        it is given ``prompt_embeds`` of that length and no negative prompt."""
+        if length not in self._empty_prompt:
+            from transformers import CLIPTextModel, CLIPTokenizer
+
+            if self.source is None:
+                raise ValueError("classifier-free guidance needs the Stable Diffusion folder's "
+                                 "text encoder: build the decoder with from_pretrained")
+            try:
+                tokenizer = CLIPTokenizer.from_pretrained(self.source, subfolder="tokenizer")
+                text_encoder = CLIPTextModel.from_pretrained(self.source,
+                                                             subfolder="text_encoder")
+            except load_errors() as error:
+                raise load_failure("Stable Diffusion's tokenizer and text encoder (the empty "
+                                   "prompt of classifier-free guidance)", self.source,
+                                   error) from error
+            ids = tokenizer([""], padding="max_length", max_length=length, truncation=True,
+                            return_tensors="pt").input_ids
+            states = text_encoder.eval()(ids)[0]
+            if states.shape[-1] != self.conditioning_dim:
+                raise ValueError(f"{self.source}'s text encoder gives {states.shape[-1]}-d "
+                                 f"states, the UNet cross-attends to {self.conditioning_dim}")
+            self._empty_prompt[length] = states.float()
+        return self._empty_prompt[length]
 
 
 def random_timesteps(batch: int, num_train_timesteps: int, generator: torch.Generator | None,

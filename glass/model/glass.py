@@ -294,14 +294,16 @@ class GlassModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, conditioning: torch.Tensor, keys: list[str], seed: int = 0,
-                 num_inference_steps: int = 50) -> torch.Tensor:
+                 num_inference_steps: int = 50, *, sampler: str = "ddim",
+                 guidance_scale: float = 1.0) -> torch.Tensor:
         """Images (B, 3, S, S) in [0, 1] from slot ``conditioning`` (B, K', C), the diffusion
         noise seeded by ``seed`` and each key, so an edited slot set and the original share
-        their noise."""
+        their noise (``sampler``, ``guidance_scale``: ``DiffusionDecoder.sample_latents``)."""
         decoder = self.load_decoder()
         images = [decoder.reconstruct(conditioning[i:i + 1].to(self.device),
                                       num_inference_steps=num_inference_steps,
-                                      generator=self._generator(seed, key, "generate"))
+                                      generator=self._generator(seed, key, "generate"),
+                                      sampler=sampler, guidance_scale=guidance_scale)
                   for i, key in enumerate(keys)]
         return torch.cat(images)
 
