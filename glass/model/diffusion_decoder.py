@@ -137,8 +137,14 @@ class DiffusionDecoder(nn.Module):
         """Images (B, 3, image_size, image_size) in [0, 1] generated from noise, the UNet
         conditioned on the slots ``conditioning`` (B, K, conditioning_dim); see
         ``sample_latents`` for ``sampler`` and ``guidance_scale``."""
-        latents = self.sample_latents(conditioning, num_inference_steps, generator,
-                                      sampler=sampler, guidance_scale=guidance_scale)
+        return self.decode_latents(self.sample_latents(conditioning, num_inference_steps,
+                                                       generator, sampler=sampler,
+                                                       guidance_scale=guidance_scale))
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (B, C, h, w), as ``sample_latents`` and ``encode_latents`` give them,
+        → images (B, 3, image_size, image_size) in [0, 1]."""
         shift = getattr(self.vae.config, "shift_factor", None) or 0.0
         latents = latents / self.vae.config.scaling_factor + shift
         pixels = self.vae.decode(latents.to(self.vae.dtype)).sample.float()

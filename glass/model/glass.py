@@ -253,7 +253,9 @@ class GlassModel(nn.Module):
         return tuple(source for source in MASK_SOURCES
                      if source != "mlp_decoder" or self.mlp_decoder is not None)
 
-    def _generator(self, seed: int, key: str, purpose: str) -> torch.Generator:
+    def noise_generator(self, seed: int, key: str, purpose: str) -> torch.Generator:
+        """The generator of one image's random draws for ``purpose`` ("slot-init", "generate"):
+        seeded by ``seed`` and the image's key, so every draw is reproducible per image."""
         generator = torch.Generator(device=self.device)
         generator.manual_seed(sample_seed(seed, key, purpose))
         return generator
@@ -266,7 +268,7 @@ class GlassModel(nn.Module):
             raise InvalidInput(f"{images.shape[0]} images but {len(keys)} keys")
         features = self.encode(images.to(self.device))
         outputs = [self.slot_attention(features[i:i + 1],
-                                       generator=self._generator(seed, key, "slot-init"))
+                                       generator=self.noise_generator(seed, key, "slot-init"))
                    for i, key in enumerate(keys)]
         return Slots(slots=torch.cat([o.slots for o in outputs]),
                      conditioning=torch.cat([o.conditioning for o in outputs]),
@@ -302,7 +304,7 @@ class GlassModel(nn.Module):
         decoder = self.load_decoder()
         images = [decoder.reconstruct(conditioning[i:i + 1].to(self.device),
                                       num_inference_steps=num_inference_steps,
-                                      generator=self._generator(seed, key, "generate"),
+                                      generator=self.noise_generator(seed, key, "generate"),
                                       sampler=sampler, guidance_scale=guidance_scale)
                   for i, key in enumerate(keys)]
         return torch.cat(images)

@@ -1,0 +1,82 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.image import PeakSignalNoiseRatio
+
+from glass.errors import InvalidInput
+from glass.eval.reconstruction_error import (covering_slot, latent_mean_from, psnr,
+                                             with_flat_region, with_real_region)
+
+
+def images(seed: int = 0, size: int = 8):
+    generator = torch.Generator().manual_seed(seed)
+    real = torch.rand(1, 3, size, size, generator=generator)
+    generated = torch.rand(1, 3, size, size, generator=generator)
+    region = torch.zeros(size, size, dtype=torch.bool)
+    region[2:5, 1:7] = True
+    return real, generated, region
+
+
+def test_whole_image_psnr_is_the_generation_metrics_psnr():
+    real, generated, _ = images()
+    reference = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3))
+    assert psnr(real, generated) == pytest.approx(float(reference(generated, real)), abs=1e-4)
+
+
+def test_region_psnr_counts_only_the_regions_pixels():
+    real, generated, region = images()
+    mask = region.numpy()
+    difference = (generated - real).numpy()[0][:, mask]
+    expected = 10 * math.log10(1 / float((difference.astype(np.float64) ** 2).mean()))
+    assert psnr(real, generated, region) == pytest.approx(expected, rel=1e-9)
+    # changing a pixel outside the region changes nothing
+    changed = generated.clone()
+    changed[..., 0, 0] = 1 - changed[..., 0, 0]
+    assert psnr(real, changed, region) == psnr(real, generated, region)
+
+
+def test_repairing_a_region_makes_it_exact_and_leaves_the_rest():
+    real, generated, region = images()
+    repaired = with_real_region(real, generated, region)
+    assert psnr(real, repaired, region) == math.inf
+    assert psnr(real, repaired, ~region) == psnr(real, generated, ~region)
+    assert psnr(real, repaired) > psnr(real, generated)
+
+
+def test_flat_region_is_the_regions_real_mean_colour():
+    real, generated, region = images()
+    flat = with_flat_region(real, generated, region)
+    colour = real[0][:, region.numpy()].mean(dim=1)
+    assert torch.allclose(flat[0][:, region], colour[:, None].expand(3, int(region.sum())))
+    assert torch.equal(flat[..., ~region], generated[..., ~region])
+    empty = torch.zeros_like(region)
+    assert torch.equal(with_flat_region(real, generated, empty), generated)
+    assert math.isnan(psnr(real, generated, empty))
+
+
+def test_latent_mean_is_taken_from_the_reference_and_the_rest_kept():
+    generator = torch.Generator().manual_seed(1)
+    latents, reference = torch.randn(2, 4, 5, 5, generator=generator), \
+        torch.randn(2, 4, 5, 5, generator=generator) + 3
+    moved = latent_mean_from(latents, reference)
+    assert torch.allclose(moved.mean(dim=(2, 3)), reference.mean(dim=(2, 3)), atol=1e-6)
+    assert torch.allclose(moved - moved.mean(dim=(2, 3), keepdim=True),
+                          latents - latents.mean(dim=(2, 3), keepdim=True), atol=1e-6)
+
+
+def test_covering_slot_and_its_share():
+    slot_map = np.array([[0, 0, 1], [2, 2, 2], [2, 1, 1]])
+    region = np.array([[False, True, True], [True, True, True], [False, False, False]])
+    assert covering_slot(slot_map, region, num_slots=3) == (2, 0.6)
+
+
+def test_bad_shapes_are_refused_by_name():
+    real, generated, region = images()
+    with pytest.raises(InvalidInput, match="region must be a bool"):
+        psnr(real, generated, region.float())
+    with pytest.raises(InvalidInput, match="must be one"):
+        psnr(real, generated[..., :4])
+    with pytest.raises(InvalidInput, match="empty"):
+        covering_slot(np.zeros((2, 2)), np.zeros((2, 2), dtype=bool), 1)
