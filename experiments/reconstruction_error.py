@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from glass.data.params import DataParams
+from glass.errors import InvalidInput
 from glass.eval.discovery import ground_truth_image, image_tensor
 from glass.eval.params import EvaluateParams
 from glass.eval.predict import limited, reader_settings
@@ -118,8 +119,9 @@ def colour_rows(reader, predictions: Predictions, name: str, mask_source: str):
         pixels = sample.image.astype(np.float64) / 255.0
         background = sample.instances == 0
         if slot_map.shape != background.shape:
-            raise SystemExit(f"{name}: slot maps are {slot_map.shape} but images "
-                             f"{background.shape}; this probe reads maps at the image size")
+            raise InvalidInput(f"{name} {sample.key}: slot map {slot_map.shape} but image "
+                               f"{background.shape}; rerun the predict stage, whose maps are at "
+                               "the image size")
         if background.any():
             index, share = covering_slot(slot_map, background, num_slots)
             background_x.append(image.slots[index])
