@@ -72,6 +72,7 @@ def test_evaluation_writes_metrics_curves_grids_and_report(setup):
     # the predict stage's metrics: generation
     generation = json.loads((out / "generation.json").read_text())["generation"]["toy_val"]
     assert generation["images"] == 3 and generation["psnr"] > 0 and generation["dinov2_fd"] >= 0
+    assert generation["dinov2_fd"] == round(generation["dinov2_fd"], 4)   # stable in the lock
     # no Inception / AlexNet weights here: null in the metrics, the reason beside them
     assert generation["fid"] is None and generation["lpips"] is None
     assert not any(key.endswith("_unavailable") for key in generation)

@@ -146,6 +146,30 @@ def test_decoder_finetuning_experiment_continues_phase_1_and_scores_like_the_pre
     assert (tmp_path / "reports/decoder_finetuning_lr0.0001.png").is_file()
 
 
+def test_decoder_noise_schedule_experiment_scores_the_graph_like_the_predict_stage(cpu_repo,
+                                                                                 tmp_path):
+    """experiments/decoder_noise_schedule.py on the graph's outputs: phase 2 retrained for 1 step
+    with SD's schedule and with zero terminal SNR (its decoder copy saying so), every row's colour
+    statistics, and the graph row's PSNR the predict stage's (first seed = the stage's seed)."""
+    workdir, _ = cpu_repo
+    result = subprocess.run(
+        [sys.executable, "experiments/decoder_noise_schedule.py", "--steps", "1", "--seeds", "2",
+         "--work-dir", str(tmp_path / "work"), "--out", str(tmp_path / "schedule")],
+        cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "schedule.json").read_text())
+    assert set(report["rows"]) == {"graph", "sd_schedule", "zero_terminal_snr"}
+    for row in report["rows"].values():
+        assert row["psnr"] > 0 and row["variance_across_seeds"] >= 0
+        assert -1 <= row["correlation_with_real"] <= 1 and row["colour_error"] > 0
+    stage = json.loads((workdir / "data/cpu/metrics/generation.json").read_text())
+    assert report["rows"]["graph"]["psnr"] == round(stage["generation"]["toy_val"]["psnr"], 3)
+    scheduler = json.loads((tmp_path / "work/decoder_ztsnr/scheduler/scheduler_config.json")
+                           .read_text())
+    assert scheduler["prediction_type"] == "v_prediction" and scheduler["rescale_betas_zero_snr"]
+    assert "zero terminal SNR" in (tmp_path / "schedule.md").read_text()
+
+
 def test_slot_conditioning_experiment_scores_every_conditioning_deterministically(cpu_repo,
                                                                                  tmp_path):
     """experiments/slot_conditioning_usage.py on the graph's phase-1 and phase-2 folders: one

@@ -151,3 +151,29 @@ def test_class_embedding_experiment_compares_every_class_pair(tmp_path):
     assert all(-1.0 <= value <= 1.0 for value in row["pairs"].values())
     assert row["mean_cosine"] == pytest.approx(sum(row["pairs"].values()) / 28, abs=1e-4)
     assert row["pairs"][row["max_pair"]] == max(row["pairs"].values())
+
+
+def test_single_class_experiment_scores_every_class_and_draws_their_sampling(tmp_path):
+    """experiments/single_class_generation.py on the committed tiny SD and judge: a row per toy
+    class with shares in [0, 1], a positive latent std and denoising MSEs whose gain is theirs;
+    the grid and the table are written."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "single"
+    result = subprocess.run(
+        [sys.executable, "experiments/single_class_generation.py", "--model", str(COMMITTED),
+         "--samples", "2", "--scenes", "1", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    from glass.data.toy_world import DEFAULT_TOY_CLASSES
+    assert set(report["classes"]) == set(DEFAULT_TOY_CLASSES)
+    for row in report["classes"].values():
+        assert 0 <= row["present"] <= 1 and 0 <= row["empty"] <= 1
+        assert 0 <= row["class_share"] <= 1 and row["latent_std"] > 0
+        assert row["own_prompt"] > 0 and row["empty_prompt"] > 0
+        # from the unrounded MSEs: the 4-decimal ones leave it within about 3e-3
+        assert row["gain"] == pytest.approx(1 - row["own_prompt"] / row["empty_prompt"], abs=3e-3)
+    assert "| donut |" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").is_file()

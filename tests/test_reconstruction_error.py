@@ -6,7 +6,7 @@ import torch
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from glass.errors import InvalidInput
-from glass.eval.reconstruction_error import (covering_slot, latent_mean_from, psnr,
+from glass.eval.reconstruction_error import (colour_source, covering_slot, latent_mean_from, psnr,
                                              with_flat_region, with_real_region)
 
 
@@ -80,3 +80,36 @@ def test_bad_shapes_are_refused_by_name():
         psnr(real, generated[..., :4])
     with pytest.raises(InvalidInput, match="empty"):
         covering_slot(np.zeros((2, 2)), np.zeros((2, 2), dtype=bool), 1)
+
+
+def test_colour_source_tells_slots_from_noise():
+    rng = np.random.default_rng(0)
+    real = rng.uniform(0.2, 0.8, (40, 3))
+    # colour read from the slots: each seed adds a little noise around the real colour
+    from_slots = real[:, None] + rng.normal(0, 0.01, (40, 4, 3))
+    # colour read from the noise: each seed draws its own colour, whatever the image
+    from_noise = rng.uniform(0.2, 0.8, (40, 4, 3))
+    slots, noise = colour_source(from_slots, real), colour_source(from_noise, real)
+    assert slots["correlation_with_real"] > 0.99 and abs(noise["correlation_with_real"]) < 0.2
+    assert slots["variance_across_seeds"] < 0.01 * slots["variance_across_images"]
+    assert noise["variance_across_seeds"] > 2 * noise["variance_across_images"]
+    assert slots["colour_error"] < slots["colour_error_dataset_mean"] < noise["colour_error"]
+
+
+def test_colour_source_values_by_hand():
+    real = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    generated = np.array([[[0.0] * 3, [0.2] * 3], [[1.0] * 3, [0.8] * 3]])
+    result = colour_source(generated, real)
+    assert result["variance_across_seeds"] == pytest.approx(0.01)       # (±0.1)² per image
+    assert result["variance_across_images"] == pytest.approx(0.16)      # means 0.1 and 0.9
+    assert result["variance_real"] == pytest.approx(0.25)
+    assert result["correlation_with_real"] == pytest.approx(1.0)
+    assert result["colour_error"] == pytest.approx(0.1)
+    assert result["colour_error_dataset_mean"] == pytest.approx(0.5)
+
+
+def test_colour_source_refuses_bad_shapes():
+    with pytest.raises(InvalidInput, match=r"\(N, S, 3\)"):
+        colour_source(np.zeros((4, 2, 3)), np.zeros((3, 3)))
+    with pytest.raises(InvalidInput, match="2 seeds"):
+        colour_source(np.zeros((4, 1, 3)), np.zeros((4, 3)))

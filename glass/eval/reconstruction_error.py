@@ -83,3 +83,37 @@ def covering_slot(slot_map: np.ndarray, region: np.ndarray, num_slots: int) -> t
     counts = np.bincount(slot_map[region].ravel().astype(np.int64), minlength=num_slots)
     index = int(counts.argmax())
     return index, float(counts[index]) / total
+
+
+def colour_source(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """Whether the reconstructions' overall colour comes from the slots or from the sampler's
+    initial noise. ``generated``: (N, S, 3) mean colour of each of N images reconstructed from
+    the same slots with S noise seeds; ``real``: (N, 3) the real images' mean colours.
+
+    - ``variance_across_seeds``: per channel, the variance over seeds for the same slots,
+      averaged over images and channels: what the noise alone changes;
+    - ``variance_across_images``: the variance over images of the seed-averaged colour: what the
+      slots change; ``variance_real``: the same over the real images, the target;
+    - ``correlation_with_real``: Pearson correlation of a reconstruction's channel mean with the
+      real one over the images, averaged over seeds and channels (NaN for a constant channel);
+    - ``colour_error`` against ``colour_error_dataset_mean``: mean absolute error of the
+      reconstructions' mean colours, and of answering every image with the real images' average.
+    """
+    generated, real = np.asarray(generated, np.float64), np.asarray(real, np.float64)
+    if generated.ndim != 3 or real.ndim != 2 or generated.shape[::2] != real.shape \
+            or real.shape[1] != 3:
+        raise InvalidInput(f"generated must be (N, S, 3) and real (N, 3), got "
+                           f"{generated.shape} and {real.shape}")
+    if generated.shape[0] < 2 or generated.shape[1] < 2:
+        raise InvalidInput(f"need >= 2 images and >= 2 seeds, got {generated.shape[:2]}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        correlations = [np.corrcoef(generated[:, seed, channel], real[:, channel])[0, 1]
+                        for seed in range(generated.shape[1]) for channel in range(3)]
+    return {
+        "variance_across_seeds": float(generated.var(axis=1).mean()),
+        "variance_across_images": float(generated.mean(axis=1).var(axis=0).mean()),
+        "variance_real": float(real.var(axis=0).mean()),
+        "correlation_with_real": float(np.mean(correlations)),
+        "colour_error": float(np.abs(generated - real[:, None]).mean()),
+        "colour_error_dataset_mean": float(np.abs(real - real.mean(axis=0)).mean()),
+    }
