@@ -34,13 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from glass.data.params import DataParams
-from glass.eval.discovery import ground_truth_image, image_tensor
+from glass.eval.discovery import image_tensor
 from glass.eval.params import EvaluateParams
-from glass.eval.predict import limited, reader_settings
+from glass.eval.predict import limited, reader_settings, reconstruction_target
 from glass.eval.predictions import open_reader
 from glass.eval.reconstruction_error import colour_source, psnr
 from glass.io import atomic_open, write_json
@@ -83,8 +82,7 @@ def colour_row(model: GlassModel, reader, evaluate: EvaluateParams, seeds: int) 
     samples, count = limited(reader, section.images)
     for sample in tqdm(samples, total=count, desc="reconstructions per seed"):
         slots = model.infer_slots(image_tensor(sample), [sample.key], evaluate.seed)
-        target = F.interpolate(ground_truth_image(sample), size=(side, side), mode="bilinear",
-                               antialias=True, align_corners=False).clamp(0, 1)
+        target = reconstruction_target(sample, side)
         colours = []
         for offset in range(seeds):
             image = model.generate(slots.conditioning, [sample.key], evaluate.seed + offset,

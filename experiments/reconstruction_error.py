@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 from glass.data.params import DataParams
 from glass.errors import InvalidInput
-from glass.eval.discovery import ground_truth_image, image_tensor
+from glass.eval.discovery import image_tensor
 from glass.eval.params import EvaluateParams
-from glass.eval.predict import limited, reader_settings
+from glass.eval.predict import limited, reader_settings, reconstruction_target
 from glass.eval.predictions import Predictions, open_reader
 from glass.eval.property_probe import match_slots_to_objects
 from glass.eval.reconstruction_error import (covering_slot, latent_mean_from, psnr,
@@ -63,12 +63,6 @@ ROWS = {
 }
 
 
-def real_at(sample, side: int) -> torch.Tensor:
-    """The evaluation image at the decoder's size, resized as the predict stage does."""
-    return F.interpolate(ground_truth_image(sample), size=(side, side), mode="bilinear",
-                         antialias=True, align_corners=False).clamp(0, 1)
-
-
 def background_at(sample, side: int) -> torch.Tensor:
     """(side, side) bool: ground-truth background (instance 0), nearest-resized."""
     instances = torch.from_numpy(sample.instances)[None, None].float()
@@ -88,7 +82,7 @@ def error_rows(model: GlassModel, reader, evaluate: EvaluateParams) -> dict[str,
             model.noise_generator(seed, sample.key, "generate"), sampler=section.sampler,
             guidance_scale=section.guidance_scale)
         generated = decoder.decode_latents(latents).cpu()
-        real = real_at(sample, side)
+        real = reconstruction_target(sample, side)
         background = background_at(sample, side)
         objects = ~background
         real_latents = decoder.encode_latents(

@@ -29,7 +29,7 @@ from glass.devices import resolve_device
 from glass.errors import InvalidInput, MissingInput
 from glass.eval.composition import composition_rows
 from glass.eval.datasets import EvalDataset
-from glass.eval.datasets.sample import UnreadableSample
+from glass.eval.datasets.sample import EvalSample, UnreadableSample
 from glass.eval.discovery import ground_truth_image, image_tensor
 from glass.eval.generation import GenerationMetrics
 from glass.eval.params import CompositionParams, EvaluateParams, GenerationParams
@@ -218,6 +218,14 @@ def limited(reader: EvalDataset, limit: int | None):
     return reader.readable(limit), count
 
 
+def reconstruction_target(sample: EvalSample, side: int) -> torch.Tensor:
+    """What a reconstruction is scored against: the evaluation image at the decoder's size
+    ``side``, (1, 3, side, side) in [0, 1] (bilinear with antialiasing)."""
+    return torch.nn.functional.interpolate(ground_truth_image(sample), size=(side, side),
+                                           mode="bilinear", antialias=True,
+                                           align_corners=False).clamp(0, 1)
+
+
 def run_generation(model: GlassModel, reader: EvalDataset, section: GenerationParams,
                    device: str, seed: int) -> tuple[dict[str, Any], list[list[np.ndarray]]]:
     """Reconstruct ``images`` images from their slots; Table 7's metrics + DINOv2 Fréchet."""
@@ -233,10 +241,7 @@ def run_generation(model: GlassModel, reader: EvalDataset, section: GenerationPa
         generated = model.generate(slots.conditioning, [sample.key], seed,
                                    section.num_inference_steps, sampler=section.sampler,
                                    guidance_scale=section.guidance_scale)
-        # the reconstruction is compared with the evaluation image at the decoder's size
-        real = torch.nn.functional.interpolate(ground_truth_image(sample), size=(side, side),
-                                               mode="bilinear", antialias=True,
-                                               align_corners=False).clamp(0, 1)
+        real = reconstruction_target(sample, side)
         metrics.update(real.to(device), generated.to(device))
         if len(rows) < section.grid_rows:
             rows.append([sample.image, tensor_to_image(generated[0])])
