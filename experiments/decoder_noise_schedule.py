@@ -33,7 +33,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from glass.data.params import DataParams
@@ -154,7 +153,6 @@ def main() -> None:
                         work / name / "live", init_dir=out / "train" / "phase1" / "model")
     rows = {}
     for name, folder in models.items():
-        torch.manual_seed(0)   # nothing here should draw from it; fixed all the same
         rows[name] = colour_row(GlassModel.from_pretrained(folder, device=evaluate.device),
                                 reader, evaluate, args.seeds)
         log.info("%s: %s", name, rows[name])
