@@ -173,7 +173,11 @@ def test_single_class_experiment_scores_every_class_and_draws_their_sampling(tmp
         assert 0 <= row["present"] <= 1 and 0 <= row["empty"] <= 1
         assert 0 <= row["class_share"] <= 1 and row["latent_std"] > 0
         assert row["own_prompt"] > 0 and row["empty_prompt"] > 0
-        # from the unrounded MSEs: the 4-decimal ones leave it within about 3e-3
-        assert row["gain"] == pytest.approx(1 - row["own_prompt"] / row["empty_prompt"], abs=3e-3)
+        # the gain comes from the unrounded MSEs; each value is rounded to 4 decimals, which moves
+        # own / empty by at most half a unit over empty plus own / empty^2 (and the gain itself by
+        # half a unit): small MSEs of one scene make that bound wide, so it is computed, not fixed
+        own, empty, half_unit = row["own_prompt"], row["empty_prompt"], 0.5e-4
+        bound = half_unit * (1 / empty + own / empty ** 2) + half_unit
+        assert row["gain"] == pytest.approx(1 - own / empty, abs=bound * 1.01)
     assert "| donut |" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").is_file()
