@@ -33,15 +33,18 @@ def test_prompts_are_written_as_the_prompts_stage_writes_them():
     assert again == pool.prompts[0]
 
 
+TINY_SETTINGS = replace(LatentDiffusionSettings(), pool_size=8, vae_steps=2, vae_batch_size=2,
+                        unet_steps=2, unet_batch_size=2, warmup_steps=1, sample_prompts=1,
+                        sample_steps=1)
+
+
 def tiny_run(tmp_path: Path, name: str) -> Path:
     from glass.pretrain.stable_diffusion_run import run_stable_diffusion_pretraining
 
-    settings = replace(LatentDiffusionSettings(), pool_size=8, vae_steps=2, vae_batch_size=2,
-                       unet_steps=2, unet_batch_size=2, warmup_steps=1, sample_prompts=1,
-                       sample_steps=1)
     out = tmp_path / name
-    run_stable_diffusion_pretraining(PretrainParams(stable_diffusion=settings), 1, out / "model",
-                                     out / "m.json", out / "v.tsv", out / "u.tsv", out / "s.png",
+    run_stable_diffusion_pretraining(PretrainParams(stable_diffusion=TINY_SETTINGS), 1,
+                                     out / "model", out / "m.json", out / "v.tsv", out / "u.tsv",
+                                     out / "s.png",
                                      repo=REPO)
     return out
 
@@ -93,6 +96,78 @@ def test_the_committed_tiny_sd_matches_its_params_and_drives_the_synthesis_backe
                                  "classes": ["pizza", "kite"]}, seed=0)
     assert sample.image.shape == (64, 64, 3) and sample.mask.shape == (64, 64)
     assert set(np.unique(sample.mask)) <= {0, 1, 2, 255}
+
+
+CONTINUED = REPO / "models" / "toy" / "stable_diffusion_continued"
+
+
+def test_the_committed_continued_tiny_sd_matches_its_params_and_its_base():
+    """models/toy/stable_diffusion_continued is the second cycle (stage continue_stable_diffusion)
+    of the committed from-scratch model: its record names the params the graph holds now and the
+    base folder's exact content, and it keeps the base's autoencoder byte for byte."""
+    from glass.io import folder_digest
+    from glass.params import load_params, read_section, read_seed
+
+    record = json.loads((CONTINUED / "pretraining.json").read_text())
+    params = load_params(REPO / "configs" / "toy-pretrain" / "params.yaml")
+    pretrain = read_section(params, "pretrain", PretrainParams)
+    assert record["params"] == json.loads(json.dumps(
+        pretrain.record_for("stable_diffusion", "stable_diffusion_continued")))
+    assert record["seed"] == read_seed(params)
+    assert record["base"]["folder"] == "models/toy/stable_diffusion"
+    assert record["base"]["sha256"] == folder_digest(COMMITTED)
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert (CONTINUED / vae).read_bytes() == (COMMITTED / vae).read_bytes()
+
+
+def tiny_continuation(base: Path, out: Path, pretrain: PretrainParams | None = None) -> Path:
+    from glass.pretrain.params import ContinuedDiffusionSettings
+    from glass.pretrain.stable_diffusion_continued import run_stable_diffusion_continuation
+
+    pretrain = pretrain or PretrainParams(
+        stable_diffusion=TINY_SETTINGS,
+        stable_diffusion_continued=ContinuedDiffusionSettings(unet_steps=2, warmup_steps=1))
+    run_stable_diffusion_continuation(pretrain, 1, base, out / "model", out / "m.json",
+                                      out / "u.tsv", out / "s.png", repo=REPO)
+    return out
+
+
+def test_a_continuation_is_deterministic_and_trains_only_the_denoiser(tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    from glass.io import folder_digest
+
+    base = tiny_run(tmp_path, "base") / "model"
+    first = tiny_continuation(base, tmp_path / "c1") / "model"
+    second = tiny_continuation(base, tmp_path / "c2") / "model"
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    text = "text_encoder/model.safetensors"
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    for part in (unet, text):
+        a, b, before = load_file(first / part), load_file(second / part), load_file(base / part)
+        assert all(torch.equal(a[k], b[k]) for k in a), part
+        assert any(not torch.equal(a[k], before[k]) for k in a), f"{part} did not train"
+    assert (first / vae).read_bytes() == (base / vae).read_bytes()
+    record = json.loads((first / "pretraining.json").read_text())
+    assert set(record["params"]) == {"world", "stable_diffusion", "stable_diffusion_continued"}
+    assert record["params"]["stable_diffusion_continued"]["unet_steps"] == 2
+    assert record["base"]["sha256"] == folder_digest(base)
+    assert StableDiffusionPipeline.from_pretrained(first, safety_checker=None).vae_scale_factor == 4
+    assert (tmp_path / "c1" / "u.tsv").read_text().splitlines()[0] == "step\tloss"
+    assert (tmp_path / "c1" / "s.png").is_file()
+
+
+def test_a_continuation_refuses_a_base_trained_with_other_params(tmp_path):
+    from glass.errors import InvalidInput
+
+    base = tiny_run(tmp_path, "base") / "model"
+    other = PretrainParams(stable_diffusion=replace(TINY_SETTINGS, unet_lr=1e-4))
+    with pytest.raises(InvalidInput, match="pretraining.json: the base was trained with other"):
+        tiny_continuation(base, tmp_path / "c", other)
+    assert not (tmp_path / "c" / "model").exists()
+    (base / "pretraining.json").unlink()
+    with pytest.raises(InvalidInput, match="pretraining.json: missing"):
+        tiny_continuation(base, tmp_path / "c")
 
 
 def test_cross_attention_query_key_projections_learn_at_their_own_rate():

@@ -33,7 +33,7 @@ from glass.data.toy_world import ToyWorldConfig
 from glass.io import atomic_open, publish_directory, staging_directory, strip_library_fields, write_json
 from glass.pretrain.latent_diffusion import (ScenePool, render_pool, train_autoencoder,
                                              train_denoiser)
-from glass.pretrain.params import PretrainParams
+from glass.pretrain.params import LatentDiffusionSettings, PretrainParams
 from glass.pretrain.run import EVAL_SEED_OFFSET, RECORD_NAME, code_version
 from glass.tiny.stable_diffusion import (build_tiny_clip_tokenizer, sd21_base_scheduler_config,
                                          tiny_text_config, tiny_unet_config, tiny_vae_config)
@@ -80,15 +80,39 @@ def sample_grid(pipeline: StableDiffusionPipeline, pool: ScenePool, count: int, 
     save_grid(path, rows, tile=96)
 
 
-def write_readme(out_dir: Path, seconds: float, metrics: dict[str, Any]) -> None:
-    (out_dir / "README.md").write_text(
+def readme_text(seconds: float, metrics: dict[str, Any]) -> str:
+    return (
         "# Tiny Stable Diffusion trained on the toy world\n\n"
         "Trained by `dvc repro configs/toy-pretrain/dvc.yaml` (stage pretrain_stable_diffusion, "
         "glass.pretrain.latent_diffusion) on rendered toy-world scenes with prompts in the "
         "prompts stage's style (`<caption>; <class> <class>`). It generates toy scenes only.\n"
         f"Training took {seconds:.0f} s; autoencoder reconstruction PSNR on held-out scenes "
         f"{metrics['vae_reconstruction_psnr']:.1f} dB. Params, seed and code version: "
-        f"{RECORD_NAME}.\n", encoding="utf-8")
+        f"{RECORD_NAME}.\n")
+
+
+def publish_pipeline(out: Path, vae: AutoencoderKL, text_encoder: CLIPTextModel,
+                     tokenizer, unet: UNet2DConditionModel, readme: str,
+                     record: dict[str, Any], held_out: ScenePool,
+                     settings: LatentDiffusionSettings, seed: int,
+                     samples_path: str | Path) -> None:
+    """Save the tiny SD as a Stable Diffusion folder (PNDM, as SD 2.1) with its README and
+    record under a temporary name, draw the sample grid from the saved folder through the loader
+    the synthesize stage uses, then publish the folder at ``out``."""
+    with staging_directory(out) as staged:
+        pipeline = StableDiffusionPipeline(
+            vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+            unet=unet.eval(), scheduler=PNDMScheduler(**sd21_base_scheduler_config()),
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipeline.save_pretrained(staged, safe_serialization=True)
+        strip_library_fields(staged)
+        (staged / "README.md").write_text(readme, encoding="utf-8")
+        write_json(staged / RECORD_NAME, record)
+        loaded = StableDiffusionPipeline.from_pretrained(staged, safety_checker=None)
+        loaded.set_progress_bar_config(disable=True)
+        sample_grid(loaded, held_out, settings.sample_prompts, settings.sample_steps,
+                    settings.guidance_scale, seed, samples_path)
+        publish_directory(staged, out)
 
 
 def run_stable_diffusion_pretraining(pretrain: PretrainParams, seed: int, out: str | Path,
@@ -121,26 +145,14 @@ def run_stable_diffusion_pretraining(pretrain: PretrainParams, seed: int, out: s
         "final_losses": {"vae_recon": vae_history[-1]["recon"],
                          "unet": float(np.mean([row["loss"] for row in unet_history[-100:]]))},
     }
-    with staging_directory(out) as staged:
-        pipeline = StableDiffusionPipeline(
-            vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-            unet=unet.eval(), scheduler=PNDMScheduler(**sd21_base_scheduler_config()),
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-        pipeline.save_pretrained(staged, safe_serialization=True)
-        strip_library_fields(staged)
-        write_readme(staged, seconds, metrics)
-        write_json(staged / RECORD_NAME, {
-            "what": "tiny Stable Diffusion trained on toy-world scenes "
-                    "(glass.pretrain.latent_diffusion)",
-            "seed": seed, "params": pretrain.record_for("stable_diffusion"),
-            "code": code_version(Path(repo), SOURCES),
-            "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(), **metrics})
-        # the grid comes from the saved folder, through the loader the synthesize stage uses
-        loaded = StableDiffusionPipeline.from_pretrained(staged, safety_checker=None)
-        loaded.set_progress_bar_config(disable=True)
-        sample_grid(loaded, held_out, settings.sample_prompts, settings.sample_steps,
-                    settings.guidance_scale, seed, samples_path)
-        publish_directory(staged, out)
+    record = {
+        "what": "tiny Stable Diffusion trained on toy-world scenes "
+                "(glass.pretrain.latent_diffusion)",
+        "seed": seed, "params": pretrain.record_for("stable_diffusion"),
+        "code": code_version(Path(repo), SOURCES),
+        "train_seconds": round(seconds, 1), "threads": torch.get_num_threads(), **metrics}
+    publish_pipeline(out, vae, text_encoder, tokenizer, unet, readme_text(seconds, metrics),
+                     record, held_out, settings, seed, samples_path)
     write_json(metrics_path, metrics)
     write_curve(vae_curve, vae_history, ("loss", "recon", "kl"))
     write_curve(unet_curve, unet_history, ("loss",))
