@@ -45,16 +45,13 @@ from glass.io import atomic_open, write_json
 from glass.model import GlassModel
 from glass.model_reference import model_reference
 from glass.params import load_params, read_section, read_seed
+from glass.pretrain.stable_diffusion_continued import ZERO_TERMINAL_SNR
 from glass.stage_runner import run_stage
 from glass.train.params import TrainParams
 from glass.train.trainer import train_phase
 
 log = logging.getLogger("decoder_noise_schedule")
 
-# Lin et al. 2024: rescale the betas so that alpha_bar_T = 0, predict v (epsilon is undefined at
-# zero SNR), and start sampling at the last timestep
-ZERO_TERMINAL_SNR = {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction",
-                     "timestep_spacing": "trailing"}
 ROWS = {"graph": "the CPU graph's phase-2 model (SD schedule, the params' steps and lr)",
         "sd_schedule": "phase 2 retrained, SD schedule (epsilon)",
         "zero_terminal_snr": "phase 2 retrained, zero terminal SNR + v-prediction + trailing"}

@@ -67,6 +67,25 @@ def test_a_short_run_is_deterministic_and_writes_a_pipeline_diffusers_loads(tmp_
     assert (first / "u.tsv").read_text().splitlines()[0] == "step\tloss"
 
 
+def committed_bytes(folder: Path) -> int:
+    """What ``folder``'s files cost in git: each distinct content once, as git stores a blob
+    once however many paths hold it (the further cycles keep their base's VAE, tokenizer and
+    scheduler byte for byte)."""
+    import hashlib
+
+    sizes = {hashlib.sha256(path.read_bytes()).hexdigest(): path.stat().st_size
+             for path in folder.rglob("*") if path.is_file()}
+    return sum(sizes.values())
+
+
+def test_committed_bytes_count_each_distinct_content_once(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_bytes(b"12345")
+    (tmp_path / "y").write_bytes(b"12345")
+    (tmp_path / "z").write_bytes(b"123")
+    assert committed_bytes(tmp_path) == 8
+
+
 def test_the_committed_tiny_sd_matches_its_params_and_drives_the_synthesis_backend():
     """models/toy/stable_diffusion is what `dvc repro configs/toy-pretrain/dvc.yaml` wrote; its
     record must name the params the graph holds now, and the synthesize stage's backend (attention
@@ -80,8 +99,7 @@ def test_the_committed_tiny_sd_matches_its_params_and_drives_the_synthesis_backe
     assert record["params"] == json.loads(json.dumps(
         read_section(params, "pretrain", PretrainParams).record_for("stable_diffusion")))
     assert record["seed"] == read_seed(params)
-    size = sum(p.stat().st_size for p in (REPO / "models" / "toy").rglob("*") if p.is_file())
-    assert size < 20 * 2**20
+    assert committed_bytes(REPO / "models" / "toy") < 20 * 2**20
     cpu = read_section(load_params(REPO / "configs" / "cpu" / "params.yaml"), "synth", SynthParams)
     settings = cpu.stable_diffusion
     generator = StableDiffusionGenerator(
@@ -101,23 +119,46 @@ def test_the_committed_tiny_sd_matches_its_params_and_drives_the_synthesis_backe
 CONTINUED = REPO / "models" / "toy" / "stable_diffusion_continued"
 
 
-def test_the_committed_continued_tiny_sd_matches_its_params_and_its_base():
-    """models/toy/stable_diffusion_continued is the second cycle (stage continue_stable_diffusion)
-    of the committed from-scratch model: its record names the params the graph holds now and the
-    base folder's exact content, and it keeps the base's autoencoder byte for byte."""
+ZERO_SNR = REPO / "models" / "toy" / "stable_diffusion_zero_snr"
+
+
+@pytest.mark.parametrize("folder, base, sections", [
+    (CONTINUED, COMMITTED, ("stable_diffusion", "stable_diffusion_continued")),
+    (ZERO_SNR, CONTINUED, ("stable_diffusion", "stable_diffusion_continued",
+                           "stable_diffusion_zero_snr"))], ids=["continued", "zero_snr"])
+def test_the_committed_further_cycles_match_their_params_and_their_base(folder, base, sections):
+    """models/toy/stable_diffusion_continued (stage continue_stable_diffusion) and
+    models/toy/stable_diffusion_zero_snr (stage zero_snr_stable_diffusion) are further cycles of
+    the committed model before them: each record names the params the graph holds now and the
+    base folder's exact content, and each keeps the base's autoencoder byte for byte."""
     from glass.io import folder_digest
     from glass.params import load_params, read_section, read_seed
 
-    record = json.loads((CONTINUED / "pretraining.json").read_text())
+    record = json.loads((folder / "pretraining.json").read_text())
     params = load_params(REPO / "configs" / "toy-pretrain" / "params.yaml")
     pretrain = read_section(params, "pretrain", PretrainParams)
-    assert record["params"] == json.loads(json.dumps(
-        pretrain.record_for("stable_diffusion", "stable_diffusion_continued")))
+    assert record["params"] == json.loads(json.dumps(pretrain.record_for(*sections)))
     assert record["seed"] == read_seed(params)
-    assert record["base"]["folder"] == "models/toy/stable_diffusion"
-    assert record["base"]["sha256"] == folder_digest(COMMITTED)
+    assert record["base"]["folder"] == str(base.relative_to(REPO))
+    assert record["base"]["sha256"] == folder_digest(base)
     vae = "vae/diffusion_pytorch_model.safetensors"
-    assert (CONTINUED / vae).read_bytes() == (COMMITTED / vae).read_bytes()
+    assert (folder / vae).read_bytes() == (base / vae).read_bytes()
+
+
+def test_the_committed_zero_snr_model_is_a_v_prediction_model_with_zero_terminal_snr():
+    """The decoder the CPU configuration starts from trains and samples under the schedule it
+    was trained with: its saved scheduler config gives the GLASS decoder a pure-noise last
+    timestep, v as the target and trailing DDIM timesteps that start there."""
+    from glass.model.diffusion_decoder import DiffusionDecoder
+
+    decoder = DiffusionDecoder.from_pretrained(str(ZERO_SNR), image_size=64)
+    scheduler = decoder.noise_scheduler
+    assert decoder.prediction_type == "v_prediction"
+    assert float(scheduler.alphas_cumprod[-1]) < 1e-6 < float(scheduler.alphas_cumprod[-2])
+    latents, noise = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
+    last = torch.tensor([scheduler.config.num_train_timesteps - 1])
+    assert torch.allclose(scheduler.add_noise(latents, noise, last), noise, atol=1e-3)
+    assert scheduler.config.timestep_spacing == "trailing"
 
 
 def tiny_continuation(base: Path, out: Path, pretrain: PretrainParams | None = None) -> Path:
@@ -168,6 +209,69 @@ def test_a_continuation_refuses_a_base_trained_with_other_params(tmp_path):
     (base / "pretraining.json").unlink()
     with pytest.raises(InvalidInput, match="pretraining.json: missing"):
         tiny_continuation(base, tmp_path / "c")
+
+
+def test_a_zero_snr_cycle_trains_for_v_under_zero_terminal_snr_and_needs_a_continued_base(tmp_path):
+    """The third cycle (stage zero_snr_stable_diffusion) on a tiny continuation: the UNet and
+    text encoder train, the VAE stays, the folder's scheduler is DDIM at zero terminal SNR with v
+    and trailing steps, and the from-scratch model is refused as its base (its record has no
+    continuation section)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from glass.errors import InvalidInput
+    from glass.pretrain.params import ContinuedDiffusionSettings, ZeroTerminalSnrSettings
+    from glass.pretrain.stable_diffusion_continued import ZERO_SNR as CYCLE, run_further_cycle
+
+    pretrain = PretrainParams(
+        stable_diffusion=TINY_SETTINGS,
+        stable_diffusion_continued=ContinuedDiffusionSettings(unet_steps=2, warmup_steps=1),
+        stable_diffusion_zero_snr=ZeroTerminalSnrSettings(unet_steps=2, warmup_steps=1))
+    scratch = tiny_run(tmp_path, "base") / "model"
+    base = tiny_continuation(scratch, tmp_path / "c", pretrain) / "model"
+    out = tmp_path / "z"
+    run_further_cycle(pretrain, 1, base, out / "model", out / "m.json", out / "u.tsv",
+                      out / "s.png", CYCLE, repo=REPO)
+    model = out / "model"
+    for part in ("unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"):
+        after, before = load_file(model / part), load_file(base / part)
+        assert any(not torch.equal(after[k], before[k]) for k in after), f"{part} did not train"
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    assert (model / vae).read_bytes() == (base / vae).read_bytes()
+    config = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
+    assert config["_class_name"] == "DDIMScheduler"
+    assert (config["rescale_betas_zero_snr"], config["prediction_type"],
+            config["timestep_spacing"], config["clip_sample"]) == (
+        True, "v_prediction", "trailing", False)
+    assert float(DDPMScheduler.from_pretrained(model, subfolder="scheduler")
+                 .alphas_cumprod[-1]) < 1e-6
+    sampler = DDIMScheduler.from_pretrained(model, subfolder="scheduler")
+    sampler.set_timesteps(10)
+    assert int(sampler.timesteps[0]) == 999
+    record = json.loads((model / "pretraining.json").read_text())
+    assert set(record["params"]) == {"world", "stable_diffusion", "stable_diffusion_continued",
+                                     "stable_diffusion_zero_snr"}
+    assert "zero terminal SNR" in (model / "README.md").read_text()
+    with pytest.raises(InvalidInput, match="pretrain.stable_diffusion_continued / seed say now"):
+        run_further_cycle(pretrain, 1, scratch, tmp_path / "x" / "model", out / "m2.json",
+                          out / "u2.tsv", out / "s2.png", CYCLE, repo=REPO)
+    assert not (tmp_path / "x" / "model").exists()
+
+
+def test_the_denoising_target_follows_the_prediction_type():
+    from diffusers import DDPMScheduler
+
+    from glass.pretrain.latent_diffusion import denoising_target
+
+    latents, noise = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+    timesteps = torch.tensor([10, 900])
+    epsilon = DDPMScheduler(prediction_type="epsilon")
+    assert torch.equal(denoising_target(epsilon, latents, noise, timesteps), noise)
+    v = DDPMScheduler(prediction_type="v_prediction")
+    alpha_bar = v.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+    expected = alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * latents
+    assert torch.allclose(denoising_target(v, latents, noise, timesteps), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="'sample'"):
+        denoising_target(DDPMScheduler(prediction_type="sample"), latents, noise, timesteps)
 
 
 def test_cross_attention_query_key_projections_learn_at_their_own_rate():

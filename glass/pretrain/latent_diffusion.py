@@ -179,16 +179,53 @@ def cross_attention_query_key_parameters(unet: UNet2DConditionModel) -> list[tor
     return chosen
 
 
+def denoising_target(scheduler: DDPMScheduler, latents: torch.Tensor, noise: torch.Tensor,
+                     timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict under ``scheduler``'s ``prediction_type``."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"prediction_type {kind!r}: the tiny SD trains epsilon or v_prediction")
+
+
+@torch.no_grad()
+def held_out_denoising_loss(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
+                            tokenizer: CLIPTokenizer, vae: AutoencoderKL, pool: ScenePool,
+                            scheduler: DDPMScheduler, seed: int, draws: int = 4) -> float:
+    """The denoising loss on ``pool`` (held-out scenes, their own prompts), ``draws`` noise and
+    timestep draws per scene from ``seed``: two UNets scored with the same seed see the same
+    inputs, so their difference is theirs alone."""
+    generator = torch.Generator().manual_seed(seed)
+    means, _ = encode_pool(vae, pool)
+    latents = means * vae.config.scaling_factor
+    context = text_encoder(tokenize(tokenizer, pool.prompts)).last_hidden_state
+    unet.eval()
+    losses = []
+    for _ in range(draws):
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (len(latents),),
+                                  generator=generator)
+        predicted = unet(scheduler.add_noise(latents, noise, timesteps), timesteps,
+                         encoder_hidden_states=context).sample
+        losses.append(F.mse_loss(predicted, denoising_target(scheduler, latents, noise,
+                                                             timesteps)).item())
+    return float(np.mean(losses))
+
+
 def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
                    tokenizer: CLIPTokenizer, vae: AutoencoderKL, pool: ScenePool,
-                   settings: LatentDiffusionSettings, seed: int, progress: bool = True
+                   settings: LatentDiffusionSettings, seed: int, progress: bool = True,
+                   noise_scheduler: DDPMScheduler | None = None
                    ) -> tuple[UNet2DConditionModel, CLIPTextModel, list[dict[str, float]]]:
     """Phase 2: the UNet and the text encoder on the frozen autoencoder's latents, plus
     ``token_grounding_weight`` · TokenCompose's token loss on the cross-attention layers at
     ``token_grounding_sides`` (glass.pretrain.token_grounding; skipped at weight 0); returns their
-    EMA copies and the per-step losses."""
+    EMA copies and the per-step losses. ``noise_scheduler`` is the forward process and target
+    (default: ``training_noise_scheduler()``, SD's schedule with epsilon prediction)."""
     generator = torch.Generator().manual_seed(seed)
-    scheduler = training_noise_scheduler()
+    scheduler = noise_scheduler if noise_scheduler is not None else training_noise_scheduler()
     means, stds = encode_pool(vae, pool)
     scale = vae.config.scaling_factor
     token_ids = tokenize(tokenizer, pool.prompts)
@@ -235,7 +272,7 @@ def train_denoiser(unet: UNet2DConditionModel, text_encoder: CLIPTextModel,
         for processor in processors:
             processor.records = records
         predicted = unet(noisy, timesteps, encoder_hidden_states=context).sample
-        diffusion = F.mse_loss(predicted, noise)
+        diffusion = F.mse_loss(predicted, denoising_target(scheduler, latents, noise, timesteps))
         row = {"loss": diffusion.item()}     # the denoising loss alone, comparable across runs
         loss = diffusion
         if grounding:

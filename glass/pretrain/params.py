@@ -100,6 +100,19 @@ class ContinuedDiffusionSettings(Params):
 
 
 @dataclasses.dataclass(frozen=True)
+class ZeroTerminalSnrSettings(Params):
+    """``pretrain.stable_diffusion_zero_snr``: the continued tiny SD's UNet and text encoder
+    trained further under Lin et al.'s zero-terminal-SNR schedule with v-prediction ("Common
+    Diffusion Noise Schedules and Sample Steps Are Flawed", WACV 2024, Sec. 3; they fine-tuned
+    SD 2.1 the same way), on the same scene pool with every other setting of
+    ``pretrain.stable_diffusion`` (glass.pretrain.stable_diffusion_continued). The GLASS decoder
+    starts from it. Defaults are the committed run's."""
+    unet_steps: int = param(2000, min=1)
+    unet_lr: float = param(1e-3, gt=0)
+    warmup_steps: int = param(100, min=1)
+
+
+@dataclasses.dataclass(frozen=True)
 class PretrainParams(Params):
     """``pretrain``: the toy world the models learn from, and each model's settings."""
 
@@ -107,6 +120,7 @@ class PretrainParams(Params):
     dinov2: SelfDistillationSettings = nested(SelfDistillationSettings)
     stable_diffusion: LatentDiffusionSettings = nested(LatentDiffusionSettings)
     stable_diffusion_continued: ContinuedDiffusionSettings = nested(ContinuedDiffusionSettings)
+    stable_diffusion_zero_snr: ZeroTerminalSnrSettings = nested(ZeroTerminalSnrSettings)
     judge: JudgeSettings = nested(JudgeSettings)
 
     def record_for(self, *sections: str) -> dict:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import (AutoencoderKL, PNDMScheduler, StableDiffusionPipeline,
+from diffusers import (AutoencoderKL, PNDMScheduler, SchedulerMixin, StableDiffusionPipeline,
                        UNet2DConditionModel)
 from transformers import CLIPTextModel
 
@@ -95,14 +95,15 @@ def publish_pipeline(out: Path, vae: AutoencoderKL, text_encoder: CLIPTextModel,
                      tokenizer, unet: UNet2DConditionModel, readme: str,
                      record: dict[str, Any], held_out: ScenePool,
                      settings: LatentDiffusionSettings, seed: int,
-                     samples_path: str | Path) -> None:
-    """Save the tiny SD as a Stable Diffusion folder (PNDM, as SD 2.1) with its README and
-    record under a temporary name, draw the sample grid from the saved folder through the loader
-    the synthesize stage uses, then publish the folder at ``out``."""
+                     samples_path: str | Path, scheduler: SchedulerMixin | None = None) -> None:
+    """Save the tiny SD as a Stable Diffusion folder (``scheduler``; default PNDM, as SD 2.1)
+    with its README and record under a temporary name, draw the sample grid from the saved
+    folder through the loader the synthesize stage uses, then publish the folder at ``out``."""
     with staging_directory(out) as staged:
         pipeline = StableDiffusionPipeline(
             vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-            unet=unet.eval(), scheduler=PNDMScheduler(**sd21_base_scheduler_config()),
+            unet=unet.eval(),
+            scheduler=scheduler or PNDMScheduler(**sd21_base_scheduler_config()),
             safety_checker=None, feature_extractor=None, requires_safety_checker=False)
         pipeline.save_pretrained(staged, safe_serialization=True)
         strip_library_fields(staged)
