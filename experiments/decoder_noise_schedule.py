@@ -17,11 +17,16 @@ compares the reconstructions' mean colours across seeds, across images and with 
 the PSNR is the first seed's (the predict stage's seed). Rows:
 
 1. the CPU graph's phase-2 model (``data/cpu/train/phase2/model``);
-2. phase 2 retrained from the CPU graph's phase 1 for ``--steps`` at ``--unet-lr``, with the SD
+2. phase 2 retrained from the CPU graph's phase 1 for ``--steps`` at ``--unet-lr``, its decoder
+   UNet from ``--sd-decoder`` (default the epsilon-trained continued tiny SD) with the SD
    schedule (epsilon prediction);
 3. the same with zero terminal SNR (diffusers' ``rescale_betas_zero_snr``), v-prediction and
-   ``trailing`` timesteps, Lin et al.'s fix, set in a copy of the decoder's scheduler config: the
-   UNet, pretrained for epsilon, learns v-prediction within phase 2.
+   ``trailing`` timesteps, Lin et al.'s fix, set in a copy of that decoder's scheduler config:
+   the UNet, pretrained for epsilon, learns v-prediction within phase 2.
+
+The committed report was measured before the CPU configuration's decoder moved to the
+zero-terminal-SNR model of configs/toy-pretrain (stage zero_snr_stable_diffusion), so its phase
+1 had been trained through the epsilon decoder.
 
 Phase 2 runs in ``--work-dir`` (resumable). Writes reports/decoder_noise_schedule.{json,md}.
 """
@@ -52,7 +57,7 @@ from glass.train.trainer import train_phase
 
 log = logging.getLogger("decoder_noise_schedule")
 
-ROWS = {"graph": "the CPU graph's phase-2 model (SD schedule, the params' steps and lr)",
+ROWS = {"graph": "the CPU graph's phase-2 model (the params' decoder, steps and lr)",
         "sd_schedule": "phase 2 retrained, SD schedule (epsilon)",
         "zero_terminal_snr": "phase 2 retrained, zero terminal SNR + v-prediction + trailing"}
 
@@ -123,6 +128,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="phase-2 steps of rows 2 and 3")
     parser.add_argument("--unet-lr", type=float, default=8e-4)
     parser.add_argument("--seeds", type=int, default=4, help="noise seeds per image")
+    parser.add_argument("--sd-decoder", default="models/toy/stable_diffusion_continued",
+                        help="the epsilon-trained SD folder rows 2 and 3 start their UNet from")
     parser.add_argument("--work-dir", default="scratch/decoder_noise_schedule")
     parser.add_argument("--out", default="reports/decoder_noise_schedule")
     args = parser.parse_args()
@@ -136,7 +143,7 @@ def main() -> None:
     reader = open_reader(reader_settings(evaluate, data, out / "prepared",
                                          evaluate.generation.dataset, out / "models",
                                          train.model.encoder_image_size))
-    decoder = model_reference(str(out / "models" / "decoder"))
+    decoder = args.sd_decoder
     work.mkdir(parents=True, exist_ok=True)
     decoders = {"sd_schedule": decoder,
                 "zero_terminal_snr": str(zero_terminal_snr_copy(decoder, work / "decoder_ztsnr"))}
