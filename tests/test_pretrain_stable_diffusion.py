@@ -69,8 +69,8 @@ def test_a_short_run_is_deterministic_and_writes_a_pipeline_diffusers_loads(tmp_
 
 def committed_bytes(folder: Path) -> int:
     """What ``folder``'s files cost in git: each distinct content once, as git stores a blob
-    once however many paths hold it (the further cycles keep their base's VAE, tokenizer and
-    scheduler byte for byte)."""
+    once however many paths hold it (the further cycles keep their base's VAE and tokenizer
+    byte for byte)."""
     import hashlib
 
     sizes = {hashlib.sha256(path.read_bytes()).hexdigest(): path.stat().st_size
@@ -154,7 +154,8 @@ def test_the_committed_zero_snr_model_is_a_v_prediction_model_with_zero_terminal
     decoder = DiffusionDecoder.from_pretrained(str(ZERO_SNR), image_size=64)
     scheduler = decoder.noise_scheduler
     assert decoder.prediction_type == "v_prediction"
-    assert float(scheduler.alphas_cumprod[-1]) < 1e-6 < float(scheduler.alphas_cumprod[-2])
+    # SD's own schedule keeps alpha_bar = 0.068 ** 2 of the image there
+    assert float(scheduler.alphas_cumprod[-1]) < 1e-6
     latents, noise = torch.randn(1, 4, 16, 16), torch.randn(1, 4, 16, 16)
     last = torch.tensor([scheduler.config.num_train_timesteps - 1])
     assert torch.allclose(scheduler.add_noise(latents, noise, last), noise, atol=1e-3)
