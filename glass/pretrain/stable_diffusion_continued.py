@@ -224,11 +224,3 @@ def run_stable_diffusion_continuation(pretrain: PretrainParams, seed: int, base:
     return run_further_cycle(pretrain, seed, base, out, metrics_path, unet_curve, samples_path,
                              CONTINUATION, repo)
 
-
-def run_stable_diffusion_zero_snr(pretrain: PretrainParams, seed: int, base: str | Path,
-                                  out: str | Path, metrics_path: str | Path,
-                                  unet_curve: str | Path, samples_path: str | Path,
-                                  repo: str | Path = ".") -> dict[str, Any]:
-    """The ``zero_snr_stable_diffusion`` stage."""
-    return run_further_cycle(pretrain, seed, base, out, metrics_path, unet_curve, samples_path,
-                             ZERO_SNR, repo)
