@@ -57,7 +57,6 @@ from glass.pretrain.params import PretrainParams
 from glass.pretrain.run import EVAL_SEED_OFFSET, RECORD_NAME, code_version
 from glass.pretrain.stable_diffusion_run import (HELD_OUT_SCENES, SOURCES, publish_pipeline,
                                                  write_curve)
-from glass.tiny.stable_diffusion import sd21_base_scheduler_config
 
 log = logging.getLogger(__name__)
 CONTINUATION_SEED_OFFSET = 2     # the first cycle's denoiser drew its noise from seed + 1
@@ -67,16 +66,16 @@ CONTINUATION_SOURCES = (*SOURCES, "glass/pretrain/stable_diffusion_continued.py"
 # sampling from the last timestep; DDIM because PNDM cannot rescale its betas
 ZERO_TERMINAL_SNR = {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction",
                      "timestep_spacing": "trailing"}
-_SCHEDULE_KEYS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
-                  "steps_offset")
 
 
 def zero_terminal_snr_schedulers() -> tuple[DDPMScheduler, DDIMScheduler]:
     """The forward process the zero-SNR cycle trains on, and the sampler its folder is saved
-    with: SD 2.1 base's betas, rescaled to zero terminal SNR, v-prediction, trailing steps."""
-    base = {key: sd21_base_scheduler_config()[key] for key in _SCHEDULE_KEYS}
-    return (DDPMScheduler(**base, **ZERO_TERMINAL_SNR),
-            DDIMScheduler(**base, **ZERO_TERMINAL_SNR, clip_sample=False, set_alpha_to_one=False))
+    with: the first cycles' forward process (SD 2.1 base's betas), rescaled to zero terminal
+    SNR, with v-prediction and trailing steps."""
+    forward = training_noise_scheduler().config
+    return (DDPMScheduler.from_config(forward, **ZERO_TERMINAL_SNR),
+            DDIMScheduler.from_config(forward, **ZERO_TERMINAL_SNR, clip_sample=False,
+                                      set_alpha_to_one=False))
 
 
 @dataclasses.dataclass(frozen=True)
