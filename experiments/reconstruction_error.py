@@ -14,7 +14,15 @@ Reads the CPU graph's outputs (run ``dvc repro configs/cpu/dvc.yaml`` first): th
    colour), beside a flat image of each real image's own mean colour
    (``psnr_mean_colour``). A last row replaces the sampled latents' per-channel means by the real
    image's (VAE-encoded): the overall colour, and nothing else, made right.
-2. **What the slots say about colour.** Closed-form ridge probes
+2. **Which sampler, and does its background follow the slots?** The same slots and initial
+   noise, sampled with each ``--samplers`` setting (sampler, steps, guidance scale): PSNR, and
+   the correlation (``colour_correlation``) of the reconstruction's mean background colour with
+   the real one over the images. One DDIM step with the zero-terminal-SNR decoder's trailing
+   timesteps is the UNet's prediction of the clean latents from pure noise: its estimate of the
+   image's expected value given the slots alone, the MSE-optimal reconstruction if the decoder
+   were exact, so a decoder that used what the slots know would score at least the flat mean
+   colour's PSNR there.
+3. **What the slots say about colour.** Closed-form ridge probes
    (``glass.pretrain.position_information.ridge_probe``, against always answering the fit set's
    mean) on the stored slots, fitted on toy_train and scored on toy_val: the slot that covers
    most of the background → the background's mean colour, and each slot Hungarian-matched to an
@@ -39,8 +47,8 @@ from glass.eval.params import EvaluateParams
 from glass.eval.predict import limited, reader_settings, reconstruction_target
 from glass.eval.predictions import Predictions, open_reader
 from glass.eval.property_probe import match_slots_to_objects
-from glass.eval.reconstruction_error import (covering_slot, latent_mean_from, psnr,
-                                             with_flat_region, with_real_region)
+from glass.eval.reconstruction_error import (colour_correlation, covering_slot, latent_mean_from,
+                                             psnr, with_flat_region, with_real_region)
 from glass.eval.run import CLASS_INDEX, open_readers, paired
 from glass.io import atomic_open, write_json
 from glass.model import GlassModel
@@ -104,6 +112,49 @@ def error_rows(model: GlassModel, reader, evaluate: EvaluateParams) -> dict[str,
     return {name: round(float(np.mean(values)), 3) for name, values in scores.items()}
 
 
+def parse_sampler(text: str) -> tuple[str, int, float]:
+    """``"ddim:10:1.0"`` → (sampler, steps, guidance scale)."""
+    try:
+        sampler, steps, guidance = text.split(":")
+        return sampler, int(steps), float(guidance)
+    except ValueError as error:
+        raise InvalidInput(f"--samplers {text!r}: expected sampler:steps:guidance, e.g. "
+                           "ddim:10:1.0") from error
+
+
+def sampler_rows(model: GlassModel, reader, evaluate: EvaluateParams,
+                 samplers: list[tuple[str, int, float]]) -> list[dict]:
+    """PSNR and background-colour correlation of the same slots and noise per sampler."""
+    section, seed = evaluate.generation, evaluate.seed
+    decoder = model.load_decoder()
+    side = model.index.decoder_image_size
+    scores = {setting: [] for setting in samplers}
+    backgrounds = {setting: [] for setting in samplers}
+    real_backgrounds = []
+    samples, count = limited(reader, section.images)
+    for sample in tqdm(samples, total=count, desc="samplers"):
+        slots = model.infer_slots(image_tensor(sample), [sample.key], seed)
+        real = reconstruction_target(sample, side)
+        background = background_at(sample, side)
+        if not bool(background.any()):
+            continue
+        real_backgrounds.append(real[0][:, background].mean(-1).numpy())
+        for setting in samplers:
+            sampler, steps, guidance = setting
+            latents = decoder.sample_latents(
+                slots.conditioning, steps, model.noise_generator(seed, sample.key, "generate"),
+                sampler=sampler, guidance_scale=guidance)
+            generated = decoder.decode_latents(latents).cpu()
+            scores[setting].append(psnr(real, generated))
+            backgrounds[setting].append(generated[0][:, background].mean(-1).numpy())
+    return [{"sampler": sampler, "steps": steps, "guidance_scale": guidance,
+             "psnr": round(float(np.mean(scores[(sampler, steps, guidance)])), 3),
+             "background_colour_correlation": round(colour_correlation(
+                 np.asarray(backgrounds[(sampler, steps, guidance)]),
+                 np.asarray(real_backgrounds)), 3)}
+            for sampler, steps, guidance in samplers]
+
+
 def colour_rows(reader, predictions: Predictions, name: str, mask_source: str):
     """(background slot, background colour), (matched slot, object colour) rows of ``name``,
     and the mean share of the background its covering slot holds."""
@@ -153,6 +204,13 @@ def markdown(report: dict) -> str:
              f"{report['sampler']} {report['steps']} steps; per-image PSNR (dB), averaged.", "",
              "| scored image | PSNR |", "|---|---|"]
     lines += [f"| {ROWS[name]} | {value:.2f} |" for name, value in report["psnr"].items()]
+    lines += ["", "The same slots and initial noise per sampler; background colour r: correlation "
+              "of the reconstruction's mean background colour with the real one over the images "
+              "(1 = follows each image, 0 = ignores it):", "",
+              "| sampler | steps | guidance | PSNR | background colour r |", "|---|---|---|---|---|"]
+    lines += [f"| {row['sampler']} | {row['steps']} | {row['guidance_scale']} | "
+              f"{row['psnr']:.2f} | {row['background_colour_correlation']:.2f} |"
+              for row in report["samplers"]]
     probes = report["colour_probes"]
     lines += ["", f"Ridge probes on the stored slots (λ = {probes['ridge']}; fit toy_train, "
               "score toy_val; ratio = probe MSE / MSE of always answering the fit mean, "
@@ -178,6 +236,11 @@ def main() -> None:
     parser.add_argument("--model", default="data/cpu/train/phase2/model")
     parser.add_argument("--predictions", default="data/cpu/eval/predictions")
     parser.add_argument("--ridge", type=float, default=1e-2)
+    parser.add_argument("--samplers", nargs="+", type=parse_sampler,
+                        default=[parse_sampler(text) for text in (
+                            "ddim:1:1.0", "ddim:3:1.0", "ddim:10:1.0", "ddim:25:1.0",
+                            "ddim:10:1.3", "ddim:10:2.0", "dpm++:25:1.3")],
+                        help="sampler:steps:guidance settings of the sampler table")
     parser.add_argument("--out", default="reports/reconstruction_error")
     args = parser.parse_args()
     params = load_params(args.params)
@@ -192,6 +255,7 @@ def main() -> None:
               "sampler": evaluate.generation.sampler,
               "steps": evaluate.generation.num_inference_steps,
               "psnr": error_rows(model, reader, evaluate),
+              "samplers": sampler_rows(model, reader, evaluate, args.samplers),
               "colour_probes": colour_probes(evaluate, args.predictions, args.ridge)}
     log.info("%s", report)
     write_json(f"{args.out}.json", report)

@@ -6,8 +6,9 @@ import torch
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from glass.errors import InvalidInput
-from glass.eval.reconstruction_error import (colour_source, covering_slot, latent_mean_from, psnr,
-                                             with_flat_region, with_real_region)
+from glass.eval.reconstruction_error import (colour_correlation, colour_source, covering_slot,
+                                             latent_mean_from, psnr, with_flat_region,
+                                             with_real_region)
 
 
 def images(seed: int = 0, size: int = 8):
@@ -113,3 +114,22 @@ def test_colour_source_refuses_bad_shapes():
         colour_source(np.zeros((4, 2, 3)), np.zeros((3, 3)))
     with pytest.raises(InvalidInput, match="2 seeds"):
         colour_source(np.zeros((4, 1, 3)), np.zeros((4, 3)))
+
+
+def test_colour_correlation_by_hand():
+    real = np.array([[0.1, 0.2, 0.3], [0.5, 0.4, 0.9], [0.3, 0.8, 0.6]])
+    assert colour_correlation(0.5 * real + 0.2, real) == pytest.approx(1.0)
+    assert colour_correlation(-real, real) == pytest.approx(-1.0)
+    # one channel constant: its correlation is undefined, and so is the mean
+    flat = real.copy()
+    flat[:, 0] = 0.5
+    assert math.isnan(colour_correlation(flat, real))
+    expected = np.mean([np.corrcoef(real[::-1, c], real[:, c])[0, 1] for c in range(3)])
+    assert colour_correlation(real[::-1], real) == pytest.approx(expected)
+
+
+def test_colour_correlation_refuses_bad_shapes():
+    with pytest.raises(InvalidInput, match=r"\(N, 3\)"):
+        colour_correlation(np.zeros((4, 3)), np.zeros((3, 3)))
+    with pytest.raises(InvalidInput, match="N >= 2"):
+        colour_correlation(np.zeros((1, 3)), np.zeros((1, 3)))

@@ -85,6 +85,20 @@ def covering_slot(slot_map: np.ndarray, region: np.ndarray, num_slots: int) -> t
     return index, float(counts[index]) / total
 
 
+def colour_correlation(generated: np.ndarray, real: np.ndarray) -> float:
+    """Pearson correlation over N images of a reconstructed colour with the real one, per
+    channel, averaged over the three channels (NaN for a constant channel): 1 when the
+    reconstructions follow each image's colour, 0 when they ignore it. ``generated``, ``real``:
+    (N, 3) mean colours (of whole images, or of one region each)."""
+    generated, real = np.asarray(generated, np.float64), np.asarray(real, np.float64)
+    if generated.shape != real.shape or real.ndim != 2 or real.shape[1] != 3 or len(real) < 2:
+        raise InvalidInput(f"generated and real must be the same (N, 3) colours with N >= 2, "
+                           f"got {generated.shape} and {real.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.mean([np.corrcoef(generated[:, channel], real[:, channel])[0, 1]
+                              for channel in range(3)]))
+
+
 def colour_source(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
     """Whether the reconstructions' overall colour comes from the slots or from the sampler's
     initial noise. ``generated``: (N, S, 3) mean colour of each of N images reconstructed from
@@ -106,9 +120,8 @@ def colour_source(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
                            f"{generated.shape} and {real.shape}")
     if generated.shape[0] < 2 or generated.shape[1] < 2:
         raise InvalidInput(f"need >= 2 images and >= 2 seeds, got {generated.shape[:2]}")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        correlations = [np.corrcoef(generated[:, seed, channel], real[:, channel])[0, 1]
-                        for seed in range(generated.shape[1]) for channel in range(3)]
+    correlations = [colour_correlation(generated[:, seed], real)
+                    for seed in range(generated.shape[1])]
     return {
         "variance_across_seeds": float(generated.var(axis=1).mean()),
         "variance_across_images": float(generated.mean(axis=1).var(axis=0).mean()),
