@@ -222,6 +222,29 @@ def test_position_experiment_probes_the_encoders_and_the_graphs_slots(cpu_repo, 
     assert "| slots, CPU graph | object box centre |" in (tmp_path / "a" / "position.md").read_text()
 
 
+def test_feature_reconstruction_experiment_scores_the_graphs_mlp_decoders(cpu_repo, tmp_path):
+    """experiments/feature_reconstruction.py on the graph's phase-1 and phase-2 folders: the
+    three reconstructions and three spreads of each, the same numbers on a second run (slot
+    initialisation comes from the evaluate seed and each image's key)."""
+    workdir, _ = cpu_repo
+    reports = []
+    for run in ("a", "b"):
+        result = subprocess.run(
+            [sys.executable, "experiments/feature_reconstruction.py", "--images", "3",
+             "--out", str(tmp_path / run / "features")],
+            cwd=workdir, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        reports.append(json.loads((tmp_path / run / "features.json").read_text()))
+    assert reports[0] == reports[1]
+    assert set(reports[0]["models"]) == {"phase 1", "phase 2"}
+    for score in reports[0]["models"].values():
+        assert score["images"] == 3
+        mse, spread = score["mse"], score["centroid_spread"]
+        assert 0 < mse["instance_mean"] < mse["image_mean"] and mse["decoder"] > 0
+        assert spread["ground_truth"] > 0 and spread["slot_attention"] > 0
+    assert "| phase 1 |" in (tmp_path / "a" / "features.md").read_text()
+
+
 def test_second_run_is_a_no_op_and_a_caption_param_reruns_only_downstream(cpu_repo):
     workdir, _ = cpu_repo
     again = _dvc(workdir, "repro", "configs/cpu/dvc.yaml")
