@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -75,3 +80,29 @@ def test_scores_place_a_constant_decoder_at_the_image_mean():
     assert constant.as_dict()["centroid_spread"]["slot_attention"] == 0.25
     with pytest.raises(InvalidInput, match="no image"):
         score_feature_reconstruction([], (2, 2))
+
+
+def test_instance_guidance_length_experiment_is_deterministic(tmp_path):
+    """experiments/instance_guidance_length.py in miniature on the committed tiny DINOv2: one
+    curve row per evaluation, the same numbers on a second run (scenes, initialisation, batches
+    and slot noise all come from its seeds), the timing column aside."""
+    repo = Path(__file__).resolve().parents[1]
+    reports = []
+    for run in ("a", "b"):
+        result = subprocess.run(
+            [sys.executable, "experiments/instance_guidance_length.py", "--steps", "6",
+             "--eval-every", "3", "--fit-images", "20", "--test-images", "6",
+             "--out", str(tmp_path / run / "length")],
+            cwd=repo, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads((tmp_path / run / "length.json").read_text())
+        for row in report["curve"]:
+            row.pop("seconds")
+        reports.append(report)
+    assert reports[0] == reports[1]
+    curve = reports[0]["curve"]
+    assert [row["step"] for row in curve] == [3, 6]
+    assert all(row["images"] == 6 and 0 < row["miou_i"] <= 1 for row in curve)
+    assert curve[0]["mse"]["decoder"] != curve[1]["mse"]["decoder"]   # it trains
+    assert 0 < reports[0]["instance_mean_mse"] < reports[0]["image_mean_mse"]
+    assert "| 6 |" in (tmp_path / "a" / "length.md").read_text()
