@@ -82,7 +82,7 @@ def main() -> None:
     evaluate = read_section(params, "evaluate", EvaluateParams)
     data = read_section(params, "data", DataParams)
     out = Path(args.config_out)
-    report = {"dataset": args.dataset, "models": {}}
+    report, readers = {"dataset": args.dataset, "models": {}}, {}
     for entry in args.models:
         name, _, folder = entry.partition("=")
         if not folder:
@@ -90,8 +90,11 @@ def main() -> None:
         model = GlassModel.from_pretrained(folder, device=evaluate.device)
         if model.mlp_decoder is None:
             raise InvalidInput(f"{folder} has no MLP decoder (mlp_decoder/): nothing to score")
-        reader = open_reader(reader_settings(evaluate, data, out / "prepared", args.dataset,
-                                             out / "models", model.index.encoder_image_size))
+        size = model.index.encoder_image_size   # one reader per encoder input size
+        if size not in readers:
+            readers[size] = open_reader(reader_settings(evaluate, data, out / "prepared",
+                                                        args.dataset, out / "models", size))
+        reader = readers[size]
         score = score_feature_reconstruction(
             reconstructions(model, reader, args.images, evaluate.seed), model.grid_size)
         report["models"][name] = {"folder": folder, **score.as_dict()}

@@ -39,6 +39,7 @@ from glass.model.slot_attention import SlotAttention
 from glass.params import load_params, read_section, read_seed
 from glass.pretrain.dinov2_ssl import PRETRAIN_SPLIT
 from glass.pretrain.params import PretrainParams
+from glass.pretrain.position_information import encoder_tokens
 from glass.pretrain.run import EVAL_SEED_OFFSET, EVAL_SPLIT
 from glass.seeding import sample_seed
 from glass.stage_runner import run_stage
@@ -53,13 +54,11 @@ def scenes(world, seed: int, split: str, count: int):
             for index in range(count)]
 
 
-def encode(encoder: FrozenDinov2Encoder, rendered, batch_size: int = 50) -> torch.Tensor:
-    tokens = []
-    for start in tqdm(range(0, len(rendered), batch_size), desc="encoder tokens"):
-        images = np.stack([scene.image for scene in rendered[start:start + batch_size]])
-        with torch.no_grad():
-            tokens.append(encoder(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0))
-    return torch.cat(tokens)
+def encode(encoder: FrozenDinov2Encoder, rendered) -> torch.Tensor:
+    """(scenes, N, D) encoder tokens of the rendered scenes."""
+    features, _ = encoder_tokens(encoder, ((None, scene.image, scene.instance_map)
+                                           for scene in rendered))
+    return torch.from_numpy(np.stack(features))
 
 
 @torch.no_grad()

@@ -53,13 +53,18 @@ def token_segments(instances: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return ids[votes.argmax(dim=1)].numpy()
 
 
+def segment_one_hot(labels: np.ndarray) -> torch.Tensor:
+    """(N, S) float64 membership of each token in each of its S distinct labels (ascending)."""
+    _, inverse = np.unique(labels, return_inverse=True)
+    inverse = torch.from_numpy(inverse.reshape(-1))
+    return F.one_hot(inverse, int(inverse.max()) + 1).to(torch.float64)
+
+
 def segment_mean(features: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
     """``features`` (N, D) with every token replaced by the mean of the tokens of its label."""
     if len(labels) != features.shape[0]:
         raise InvalidInput(f"{features.shape[0]} tokens but {len(labels)} labels")
-    _, inverse = np.unique(labels, return_inverse=True)
-    one_hot = F.one_hot(torch.from_numpy(inverse.reshape(-1)), int(inverse.max()) + 1)
-    one_hot = one_hot.to(features.dtype)                                 # (N, S)
+    one_hot = segment_one_hot(labels).to(features.dtype)                # (N, S)
     means = (one_hot.T @ features) / one_hot.sum(dim=0)[:, None]        # (S, D)
     return one_hot @ means
 
@@ -122,14 +127,13 @@ def score_feature_reconstruction(images: Iterable[ImageReconstruction],
         features = image.features.to(torch.float64)
         labels = token_segments(image.instances, grid)
         image_mean = features.mean(dim=0, keepdim=True).expand_as(features)
-        truth = torch.from_numpy(labels[None, :] == np.unique(labels)[:, None]).to(torch.float64)
         rows.append((
             float(F.mse_loss(image.reconstruction.to(torch.float64), features)),
             float(F.mse_loss(image_mean, features)),
             float(F.mse_loss(segment_mean(features, labels), features)),
             centroid_spread(image.decoder_masks, grid),
             centroid_spread(image.attention, grid),
-            centroid_spread(truth, grid)))
+            centroid_spread(segment_one_hot(labels).T, grid)))
     if not rows:
         raise InvalidInput("no image to score the feature reconstruction on")
     means = np.mean(np.asarray(rows), axis=0)
